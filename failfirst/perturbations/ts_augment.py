@@ -1,0 +1,1 @@
+"""Time-series augmentations in the manner of tsaug and tsai, as seeded perturbations."""
