@@ -7,6 +7,7 @@ existing `Classifier`. Loading a Python file executes its code: only load files 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -16,7 +17,7 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar, Union
+from typing import Any, Callable, Iterator, Literal, TypeVar, Union
 
 import numpy as np
 import torch
@@ -72,7 +73,8 @@ def load_model(spec: ModelSpec, device: DeviceLike = "auto", outputs: Outputs = 
         return clf
     if isinstance(spec, torch.jit.ScriptModule):
         buffer = io.BytesIO()
-        torch.jit.save(spec, buffer)
+        with _quiet_jit_deprecation():
+            torch.jit.save(spec, buffer)
         name = getattr(spec, "original_name", type(spec).__name__)
         return TorchScriptClassifier(buffer.getvalue(), f"TorchScript module {name}", device, outputs)
     if isinstance(spec, torch.nn.Module):
@@ -170,7 +172,7 @@ class Classifier:
             ModelError: the model fails on the samples, or its output is not a finite
                 (n, K) array with K >= 2.
         """
-        sample = x[:n]
+        sample = (x if isinstance(x, torch.Tensor) else np.asarray(x))[:n]
         if len(sample) == 0:
             raise ModelError(f"cannot probe {self.description} on an empty batch; expected at least one sample")
         try:
@@ -470,7 +472,8 @@ def _load_file(spec: str | os.PathLike, device: DeviceLike, outputs: Outputs) ->
 def _load_torchscript(data: bytes, description: str) -> torch.jit.ScriptModule:
     # Load on the CPU first: a program saved from a GPU must load on a CPU-only machine.
     try:
-        return torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with _quiet_jit_deprecation():
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:
         raise ModelError(
             f"{description} is not a TorchScript program ({type(exc).__name__}: {_first_line(exc)}); "
@@ -544,6 +547,14 @@ def _softmax(scores: A) -> A:
     shifted = scores - scores.max(axis=1, keepdims=True)  # no overflow for large logits
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def _quiet_jit_deprecation() -> Iterator[None]:
+    """Silence torch's TorchScript deprecation notice: the user chose the format, not us."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
 
 
 def _first_line(exc: BaseException) -> str:
