@@ -168,7 +168,9 @@ def _load_cifar10(split: str, data_dir: Path) -> _Raw:
             )
         data = np.asarray(batch[b"data"])
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"expected data of shape (N, 3072) in {folder / name}; found {data.shape}")
+            raise DataError(
+                f"expected data of shape (N, 3072) in {folder / name}; found {data.shape}"
+            )
         xs.append(data.reshape(-1, 3, 32, 32))  # stored as 1024 red, then green, then blue
         ys.append(np.asarray(batch[b"labels"]))
     meta = _read_cifar_pickle(folder / "batches.meta")
@@ -176,7 +178,8 @@ def _load_cifar10(split: str, data_dir: Path) -> _Raw:
         n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])
     )
     # uint8 stays uint8 here: the shared checks scale it to [0, 1] after subsetting.
-    return _Raw(np.concatenate(xs), np.concatenate(ys), classes or None, f"cifar10 {split} split", "NCHW")
+    X, y = np.concatenate(xs), np.concatenate(ys)
+    return _Raw(X, y, classes or None, f"cifar10 {split} split", "NCHW")
 
 
 SYNTHETIC_CLASSES = ("2_cycles", "3.5_cycles", "5_cycles", "6.5_cycles")
@@ -309,7 +312,8 @@ def _load_npy_dict(path: Path, allow_pickle: bool) -> _Raw:
         raise DataError(f"expected a dict with 'X' and 'y' in {path}; found {type(obj).__name__}")
     missing = [k for k in ("X", "y") if k not in obj]
     if missing:
-        raise DataError(f"expected keys 'X' and 'y' in {path}; missing {missing}, found {sorted(map(str, obj))}")
+        found = sorted(map(str, obj))
+        raise DataError(f"expected keys 'X' and 'y' in {path}; missing {missing}, found {found}")
     classes = obj.get("classes")
     classes = tuple(str(c) for c in np.asarray(classes).ravel()) if classes is not None else None
     return _Raw(np.asarray(obj["X"]), np.asarray(obj["y"]), classes, str(path))
@@ -335,7 +339,10 @@ def _check_labels(y: np.ndarray, source: str, n: int) -> np.ndarray:
     if y.ndim != 1:
         raise DataError(f"expected y of shape (N,) in {source}; found shape {y.shape}")
     if len(y) != n:
-        raise DataError(f"expected as many labels as samples in {source}; found {n} samples in X and {len(y)} labels in y")
+        raise DataError(
+            f"expected as many labels as samples in {source}; found {n} samples in X and "
+            f"{len(y)} labels in y"
+        )
     if y.dtype.kind in "iu":
         pass
     elif y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -356,19 +363,24 @@ def _domain_and_layout(X: np.ndarray, layout: str | None, source: str) -> tuple[
     if X.ndim == 4:
         if layout is None:
             # Channels are few (grey, RGB, RGBA); a spatial side of 1, 3 or 4 is rare.
-            layout = "NCHW" if X.shape[1] in (1, 3, 4) else "NHWC" if X.shape[-1] in (1, 3, 4) else "NCHW"
+            channels_last = X.shape[1] not in (1, 3, 4) and X.shape[-1] in (1, 3, 4)
+            layout = "NHWC" if channels_last else "NCHW"
         if layout not in _VISION_LAYOUTS:
-            raise DataError(f"expected layout NCHW or NHWC for 4-D image data in {source}; found {layout!r}")
+            raise DataError(
+                f"expected layout NCHW or NHWC for 4-D image data in {source}; found {layout!r}"
+            )
         return "vision", layout
     if X.ndim in (2, 3):
         expected = "NT" if X.ndim == 2 else "NTC"
         if layout is not None and layout != expected:
             raise DataError(
-                f"expected layout {expected!r} for {X.ndim}-D time series in {source}; found {layout!r}"
+                f"expected layout {expected!r} for {X.ndim}-D time series in {source}; "
+                f"found {layout!r}"
             )
         return "timeseries", expected
     raise DataError(
-        f"expected X with 4 dims (images) or 2-3 dims (time series) in {source}; found shape {X.shape}"
+        f"expected X with 4 dims (images) or 2-3 dims (time series) in {source}; "
+        f"found shape {X.shape}"
     )
 
 
@@ -407,9 +419,10 @@ def _to_float(X: np.ndarray, domain: Domain, source: str, ids: np.ndarray) -> np
 def _subset(y: np.ndarray, num_samples: int | None, seed: int) -> np.ndarray:
     """Source indices of a seeded, class-stratified subset, sorted.
 
-    Every sample gets the key (rank within its class + u) / class size, with its rank from a
-    seeded permutation and u ~ U(0, 1); taking the smallest keys spreads the subset over the
-    classes in proportion to their sizes. Smaller subsets nest inside larger ones.
+    Within each class a seeded permutation ranks the samples; sample of rank r in a class of
+    size m gets the key (r + 0.5) / m, and the subset takes the smallest keys (random
+    tie-break). Each class so gets its proportional share, within one sample, and smaller
+    subsets nest inside larger ones.
     """
     n = len(y)
     if num_samples is None or num_samples >= n:
@@ -419,8 +432,9 @@ def _subset(y: np.ndarray, num_samples: int | None, seed: int) -> np.ndarray:
     keys = np.empty(n)
     for label in np.unique(y):
         members = order[y[order] == label]
-        keys[members] = (np.arange(len(members)) + rng.uniform(size=len(members))) / len(members)
-    return np.sort(np.argsort(keys, kind="stable")[:num_samples])
+        keys[members] = (np.arange(len(members)) + 0.5) / len(members)
+    taken = np.lexsort((rng.random(n), keys))[:num_samples]
+    return np.sort(taken)
 
 
 def _fingerprint(X: np.ndarray, y: np.ndarray, classes: tuple[str, ...], layout: str) -> str:
@@ -441,7 +455,8 @@ def _resolve(spec: DatasetSpec, split: str, data_dir: Path, allow_pickle: bool) 
         text = os.fspath(spec)
     except TypeError:
         raise DataError(
-            f"expected a built-in dataset name or a path to a .npz/.npy file; found {type(spec).__name__}"
+            "expected a built-in dataset name or a path to a .npz/.npy file; "
+            f"found {type(spec).__name__}"
         ) from None
     if isinstance(text, bytes):
         text = os.fsdecode(text)
@@ -454,7 +469,8 @@ def _resolve(spec: DatasetSpec, split: str, data_dir: Path, allow_pickle: bool) 
             raise DataError(f"dataset file {path} not found; expected an existing {suffix} file")
         return path.name, _FILE_LOADERS[suffix](path, allow_pickle)
     if suffix or path.exists():
-        raise DataError(str(unknown_name("dataset file extension", suffix or "(none)", _FILE_LOADERS)))
+        error = unknown_name("dataset file extension", suffix or "(none)", _FILE_LOADERS)
+        raise DataError(str(error))
     raise DataError(
         str(unknown_name("dataset", text, [*_BUILTINS, "a path to .npz or .npy"]))
     )
@@ -505,11 +521,13 @@ def load_dataset(
     if split not in _SPLITS:
         raise DataError(str(unknown_name("split", str(split), _SPLITS)))
     if layout is not None and layout not in (*_VISION_LAYOUTS, *_SERIES_LAYOUTS):
-        raise DataError(str(unknown_name("layout", str(layout), (*_VISION_LAYOUTS, *_SERIES_LAYOUTS))))
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1
-    ):
-        raise DataError(f"expected num_samples to be a whole number >= 1 or None; found {num_samples!r}")
+        layouts = (*_VISION_LAYOUTS, *_SERIES_LAYOUTS)
+        raise DataError(str(unknown_name("layout", str(layout), layouts)))
+    whole = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
+    if num_samples is not None and not (whole and num_samples >= 1):
+        raise DataError(
+            f"expected num_samples to be a whole number >= 1 or None; found {num_samples!r}"
+        )
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
     name, raw = _resolve(spec, split, data_dir, allow_pickle)
@@ -533,7 +551,8 @@ def load_dataset(
     classes = raw.classes or tuple(str(i) for i in range(int(y.max()) + 1))
     if int(y.max()) >= len(classes):
         raise DataError(
-            f"expected labels below the {len(classes)} class names of {raw.source}; found label {int(y.max())}"
+            f"expected labels below the {len(classes)} class names of {raw.source}; "
+            f"found label {int(y.max())}"
         )
 
     ids = _subset(y, num_samples, seed)

@@ -207,7 +207,6 @@ def _run_distributed(plan, classifier, pending, bar, client) -> None:
     finally:
         with contextlib.suppress(Exception):
             client.run(tasks.release, plan.fingerprint)
-        client.cancel(model_ref)
 
 
 def _active_client():

@@ -24,7 +24,9 @@ class DataError(InputError):
 
 
 class StoreError(FailFirstError):
-    """A run store that cannot be created, resumed or read."""
+    """A run store that cannot be created, resumed or read; refused before any work."""
+
+    exit_code = 2
 
 
 class SweepError(FailFirstError):

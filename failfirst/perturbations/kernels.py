@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def gaussian_kernel1d(sigma: float, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -18,24 +17,32 @@ def gaussian_kernel1d(sigma: float, *, dtype=torch.float32, device="cpu") -> tor
     return (k / k.sum()).to(dtype)
 
 
+def border_band(size: int, kernel: torch.Tensor) -> torch.Tensor:
+    """The (size, size) matrix that convolves a line with `kernel`, edges replicated.
+
+    Taps that fall outside the line land on its first or last element, which is exactly
+    replicate padding; a kernel may be longer than the line.
+    """
+    radius = len(kernel) // 2
+    taps = torch.arange(len(kernel), device=kernel.device) - radius
+    cols = (torch.arange(size, device=kernel.device)[:, None] + taps[None, :]).clamp(0, size - 1)
+    band = torch.zeros(size, size, dtype=kernel.dtype, device=kernel.device)
+    return band.scatter_add_(1, cols, kernel.expand(size, -1).contiguous())
+
+
 def separable_conv2d(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tensor) -> torch.Tensor:
     """Convolve every channel of an NCHW batch with `kernel_h` (rows) then `kernel_w` (columns).
 
-    Borders replicate the edge pixels, so kernels may be wider than the image.
+    Borders replicate the edge pixels, so kernels may be wider than the image. Done as two
+    matrix products with banded matrices: 10-25x faster than depthwise conv2d on CPU for
+    32x32 and 224x224 images (benchmarks/sweep.md), identical up to float rounding.
 
     Shape:
         x (N, C, H, W); kernels 1-D of odd length; returns (N, C, H, W).
     """
-    n, c, h, w = x.shape
-    flat = x.reshape(n * c, 1, h, w)
-    rh, rw = len(kernel_h) // 2, len(kernel_w) // 2
-    if rh:
-        flat = F.conv2d(F.pad(flat, (0, 0, rh, rh), mode="replicate"),
-                        kernel_h.to(x).view(1, 1, -1, 1))
-    if rw:
-        flat = F.conv2d(F.pad(flat, (rw, rw, 0, 0), mode="replicate"),
-                        kernel_w.to(x).view(1, 1, 1, -1))
-    return flat.reshape(n, c, h, w)
+    rows = border_band(x.shape[-2], kernel_h.to(x))
+    cols = border_band(x.shape[-1], kernel_w.to(x))
+    return rows @ x @ cols.T
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
