@@ -9,6 +9,7 @@ import platform
 import shutil
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -168,11 +169,15 @@ def _run(plan: tasks.SweepPlan, classifier, client, progress: bool) -> None:
 
 def _graph(plan, model_ref, pending):
     """One clean task per batch that needs one, one task per pending (perturbation, batch)."""
-    clean = {b: dask.delayed(tasks.clean_task, pure=False)(plan, model_ref, b,
-                                                           dask_key_name=f"clean-{b}")
-             for b in sorted({b for _, b in pending})}
+    # Keys name the task kind for the dashboard and are unique per attempt, so runs sharing
+    # a cluster, or a retry in the same session, never pick up each other's results.
+    attempt = uuid.uuid4().hex[:12]
+    clean = {b: dask.delayed(tasks.clean_task, pure=False)(
+        plan, model_ref, b, dask_key_name=f"clean-{attempt}-{b}")
+        for b in sorted({b for _, b in pending})}
     return [dask.delayed(tasks.perturbation_task, pure=False)(
-        plan, model_ref, p, b, clean[b], dask_key_name=f"perturb-{p}-{b}") for p, b in pending]
+        plan, model_ref, p, b, clean[b], dask_key_name=f"perturb-{attempt}-{p}-{b}")
+        for p, b in pending]
 
 
 class _TaskProgress(Callback):

@@ -233,3 +233,21 @@ def test_nhwc_data_reaches_the_model_as_given():
     b = sweep(net, X, y)
     assert set(seen) == {(12, 12, 3)}
     assert_same_results(a, b)
+
+
+def test_device_selection_on_a_machine_without_gpus():
+    from failfirst import tasks
+    from failfirst.cli import _local_cluster
+    from failfirst.models import load_model, resolve_device
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan = tasks.SweepPlan("unused", ("blur",), (0.0, 1.0), 0, 8, 8, "vision", None, "cpu", "fp-test")
+    model = tasks.worker_model(plan, load_model(tiny_cnn()))
+    assert model.device == torch.device("cpu")
+    assert tasks.worker_model(plan, load_model(tiny_cnn())) is model  # cached per process
+    tasks.release("fp-test")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="cuda"):
+            _local_cluster("cuda", None)
+        with pytest.raises(InputError, match="cuda"):
+            sweep(device="cuda")
