@@ -178,7 +178,10 @@ def _model_name(model: str) -> str:
 
 
 def _perturbations(text: str | None, domain: str) -> list[str] | None:
-    """Names from `a,b`; a family name (noise, blur, ...) stands for all of its members."""
+    """Names from `a,b`; a family name (noise, weather, ...) stands for all of its members.
+
+    A perturbation's own name wins where a family shares it (`blur` is both).
+    """
     if not text:
         return None
     from failfirst.perturbations import get, names
@@ -186,7 +189,7 @@ def _perturbations(text: str | None, domain: str) -> list[str] | None:
     chosen: list[str] = []
     for token in (t.strip() for t in text.split(",") if t.strip()):
         family = [n for n in names(domain) if get(n).family == token]
-        chosen.extend(family or [get(token).name])
+        chosen.extend([token] if token in names() or not family else family)
     return chosen
 
 

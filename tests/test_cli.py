@@ -51,7 +51,8 @@ def check_outputs(out: Path, n_perturbations: int, n_severities: int, classes=No
     assert len(rows) == n_perturbations * n_severities
     assert {"perturbation", "severity", "accuracy", "avg_confidence", "flip_rate", "ece"} <= set(rows[0])
     for row in rows:
-        expected = ds.accuracy.sel(perturbation=row["perturbation"], severity=float(row["severity"]))
+        expected = ds.accuracy.sel(perturbation=row["perturbation"]).sel(
+            severity=float(row["severity"]), method="nearest", tolerance=1e-6)
         assert float(row["accuracy"]) == pytest.approx(float(expected), abs=1e-6)
     for png in ("accuracy_curve.png", "confidence_drift.png", "flip_rate.png"):
         with Image.open(out / png) as image:
@@ -64,7 +65,8 @@ def check_outputs(out: Path, n_perturbations: int, n_severities: int, classes=No
         assert {"sample_idx", "true_label", "pred_label", "confidence", "perturbation",
                 "severity"} <= set(f)
         assert f["true_label"] != f["pred_label"]
-        cell = ds.sel(perturbation=f["perturbation"], severity=f["severity"], sample=f["sample_idx"])
+        cell = ds.sel(perturbation=f["perturbation"], sample=f["sample_idx"]).sel(
+            severity=f["severity"], method="nearest", tolerance=1e-6)
         assert int(cell.pred) == f["pred_label"] and int(cell.label) == f["true_label"]
         assert float(cell.confidence) == pytest.approx(f["confidence"], abs=1e-6)
     assert (out / "site" / "index.html").exists()
