@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from failfirst import __version__
-from failfirst.errors import FailFirstError, InputError
+from failfirst.errors import FailFirstError, InputError, StoreError
 
 BUILTIN_MODELS = {"vision": "digits", "timeseries": "synthetic"}  # model -> default dataset
 STORE_NAME = "results.zarr"
@@ -121,9 +121,8 @@ def _quiet(debug: bool) -> None:
 # -- run ------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from failfirst import engine, report
+    from failfirst import engine, report, store
     from failfirst.datasets import load_dataset
-    from failfirst.models import load_model
 
     dataset_spec = args.dataset or BUILTIN_MODELS.get(args.model)
     if dataset_spec is None:
@@ -131,12 +130,15 @@ def cmd_run(args) -> int:
                          "digits, cifar10, synthetic or a path to .npz/.npy data")
     if args.num_samples < 0:
         raise InputError(f"--num-samples must be 0 (all) or more, got {args.num_samples}")
+    out = args.output_dir or Path("results") / _model_name(args.model)
+    if store.exists(out / STORE_NAME) and not args.resume:  # refuse before training or loading
+        raise StoreError(f"output directory {str(out)!r} already holds a run ({STORE_NAME}); "
+                         "pass --resume to finish it, or choose another --output-dir")
+    severities = _severities(args.severities)
     data = load_dataset(dataset_spec, num_samples=args.num_samples or None, seed=args.seed,
                         data_dir=args.data_dir, layout=args.layout, allow_pickle=args.allow_pickle)
-    model = _model(args, data)
-    out = args.output_dir or Path("results") / _model_name(args.model)
     names = _perturbations(args.perturbations, data.domain)
-    severities = _severities(args.severities)
+    model = _model(args, data)
     print(f"failfirst {__version__}: {data.description}")
     print(f"model: {model.description}")
     with _client(args) as client:
@@ -185,22 +187,26 @@ def _perturbations(text: str | None, domain: str) -> list[str] | None:
     if not text:
         return None
     from failfirst.perturbations import get, names
+    from failfirst.validate import check_perturbations
 
     chosen: list[str] = []
     for token in (t.strip() for t in text.split(",") if t.strip()):
         family = [n for n in names(domain) if get(n).family == token]
         chosen.extend([token] if token in names() or not family else family)
-    return chosen
+    return list(check_perturbations(chosen, domain))
 
 
 def _severities(text: str) -> int | list[float]:
+    from failfirst.validate import check_severities
+
     try:
-        if "," not in text and "." not in text:
-            return int(text)
-        return [float(t) for t in text.split(",") if t.strip()]
+        levels = int(text) if "," not in text and "." not in text else \
+            [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"--severities expects a count like 11 or levels like 0,0.25,1; "
                          f"got {text!r}") from None
+    check_severities(levels)  # refuse now, before data and model are loaded
+    return levels
 
 
 @contextlib.contextmanager

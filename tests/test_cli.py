@@ -220,8 +220,8 @@ def test_bad_input_is_refused_before_the_sweep_in_one_line(case, small_run, tmp_
     X = rng.random((20, 3, 8, 8), dtype=np.float32)
     args = ["run", "--workers", "0", "--severities", "3"]
     expect = {"missing model": "not found", "nan": "NaN", "labels": "0..3",
-              "unknown perturbation": "expected one of", "different run": "different run",
-              "bad severities": "severities"}[case]
+              "unknown perturbation": "expected one of", "different run": "already holds a run",
+              "bad severities": "severity"}[case]
     if case == "missing model":
         args += ["--model", "absent.pt", "--dataset", "digits"]
     elif case in ("nan", "labels"):
