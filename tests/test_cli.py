@@ -277,3 +277,24 @@ def test_the_custom_model_template_is_a_working_model(tmp_path, cache):
     assert result.returncode == 0, result.stderr
     ds = store.open_results(tmp_path / "results" / "custom_model_template" / "results.zarr")
     assert float(ds.accuracy.isel(severity=0)) > 0.85
+
+
+def test_run_on_an_existing_dask_cluster(tmp_path, cache):
+    from tests.test_faults import start_dask_cluster, stop
+
+    (tmp_path / "m.py").write_text(LINEAR_MODEL)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.random((30, 3, 8, 8), dtype=np.float32),
+             y=rng.integers(0, 4, 30))
+    address, processes, _ = start_dask_cluster(tmp_path)
+    try:
+        result = failfirst("run", "--model", "m.py", "--dataset", "d.npz", "--scheduler", address,
+                           "--severities", "3", "--batch-size", "8", "--perturbations",
+                           "gaussian_noise,blur", cwd=tmp_path, cache=cache)
+    finally:
+        stop(processes)
+    assert result.returncode == 0, result.stderr
+    assert f"using the cluster at {address}" in result.stdout
+    check_outputs(tmp_path / "results" / "m", 2, 3)
+    unreachable = failfirst("run", "--scheduler", "tcp://127.0.0.1:1", cwd=tmp_path, cache=cache)
+    assert unreachable.returncode == 2 and "could not reach" in unreachable.stderr

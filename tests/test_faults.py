@@ -73,12 +73,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
+def start_dask_cluster(tmp_path, sleep: str = "0"):
     """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, as a user would run."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "FAILFIRST_TEST_SLEEP": "0.1", "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "FAILFIRST_TEST_SLEEP": sleep}
     common = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
                                   "--host", "127.0.0.1", "--port", str(port),
@@ -88,12 +87,22 @@ def dask_cluster(tmp_path):
                                        "--no-dashboard", "--name", name,
                                        "--host", "127.0.0.1"], **common)
                for name in ("w1", "w2")}
+    return address, [scheduler, *workers.values()], workers
+
+
+def stop(processes):
+    for proc in processes:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    address, processes, workers = start_dask_cluster(tmp_path, sleep="0.1")
     try:
         yield address, workers
     finally:
-        for proc in [*workers.values(), scheduler]:
-            proc.kill()
-            proc.wait()
+        stop(processes)
 
 
 def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, dask_cluster, linear_model_file):
