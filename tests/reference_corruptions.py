@@ -242,7 +242,7 @@ def fog(x, level, rng):
 def rgb2hsv(rgb):
     """skimage.color.rgb2hsv."""
     v = rgb.max(-1)
-    delta = rgb.ptp(-1) if hasattr(rgb, "ptp") else np.ptp(rgb, -1)
+    delta = np.ptp(rgb, -1)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = delta / v
     s[delta == 0] = 0

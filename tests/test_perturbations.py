@@ -254,3 +254,15 @@ def test_describe_records_family_and_parameters():
     info = P.get("gaussian_noise").describe((2, 3, 32, 32))
     assert info["family"] == "noise" and info["sigma"] == (0.0, 0.5)
     assert P.get("resolution_downsample").describe()["octaves"] == (0.0, 3.0)
+
+
+def test_sample_draws_equal_a_fresh_philox_keyed_by_seed_name_stream_and_id():
+    from failfirst.perturbations.draws import stable_key
+
+    rng = SampleRNG(7, "gaussian_noise", [3, 11])
+    key = stable_key(7, "gaussian_noise", "noise")
+    for row, sid in zip(rng.normal("noise", (5,)), (3, 11)):
+        # the key as exact uint64 words: a list of Python ints above 2**63 goes through float
+        bits = np.random.Philox(key=np.array([key, sid], np.uint64))
+        fresh = np.random.Generator(bits).standard_normal(5, dtype=np.float32)
+        np.testing.assert_array_equal(row.numpy(), fresh)

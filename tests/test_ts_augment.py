@@ -52,7 +52,8 @@ def test_works_on_univariate_multivariate_and_very_short_series(name, shape):
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     out = apply(name, x, 1.0)
     assert out.shape == x.shape and np.isfinite(out).all()
-    if shape[1] >= 5:
+    # spike_noise hits 5 % of cells: only on 100+ cells is "at least one spike" near certain
+    if shape[1] >= 5 and (name != "spike_noise" or np.prod(shape) >= 100):
         assert not np.array_equal(out, x)
 
 

@@ -17,6 +17,13 @@ def stable_key(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
+def _philox_state(key0: int, key1: int) -> dict:
+    """The state of a fresh Philox generator keyed by (key0, key1)."""
+    return {"bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": np.array([key0, key1], np.uint64)},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+
+
 class SampleRNG:
     """Random draws for a batch where each row depends only on (seed, name, stream, sample id).
 
@@ -60,11 +67,16 @@ class SampleRNG:
         shape = tuple(int(s) for s in shape)
         cache_key = (kind, stream, shape)
         if cache_key not in self._cache:
-            # Philox is built for many independent keyed streams; keying it directly costs
-            # ~10 us a row where a SeedSequence costs ~90 us.
+            # Philox is built for many independent keyed streams. One generator re-keyed per
+            # row draws exactly what a fresh Philox(key=...) would, at ~2.5 us a row instead
+            # of ~13 (and a SeedSequence would cost ~90).
             stream_key = stable_key(self.seed, self.name, stream)
-            rows = [fn(np.random.Generator(np.random.Philox(key=[stream_key, int(sid)])), shape)
-                    for sid in self.sample_ids]
+            bits = np.random.Philox(key=[stream_key, 0])
+            generator = np.random.Generator(bits)
+            rows = []
+            for sid in self.sample_ids:
+                bits.state = _philox_state(stream_key, int(sid))
+                rows.append(fn(generator, shape))
             block = np.stack(rows) if rows else np.empty((0, *shape), np.float32)
             self._cache[cache_key] = torch.from_numpy(block).to(self.device)
         return self._cache[cache_key]
