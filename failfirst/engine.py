@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -193,8 +194,16 @@ class _TaskProgress(Callback):
 
 
 def _run_threads(plan, classifier, pending, bar) -> None:
-    with _TaskProgress(bar):
-        dask.compute(*_graph(plan, classifier, pending), scheduler="threads")
+    # Parallel tasks, one torch thread each, as worker processes run: measured faster than
+    # fewer tasks sharing torch's intra-op threads (benchmarks/sweep.md).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _TaskProgress(bar):
+            dask.compute(*_graph(plan, classifier, pending), scheduler="threads",
+                         num_workers=os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run_distributed(plan, classifier, pending, bar, client) -> None:

@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -56,7 +57,16 @@ class Layout:
 
 def create(path: str | os.PathLike, *, perturbations, severities, sample_ids, X, y,
            batch_size: int, attrs: dict, feature_dims: tuple[str, ...]) -> None:
-    """Write the schema (empty results, chunked one task per chunk), the inputs and marks."""
+    """Write the schema (empty results, chunked one task per chunk), the inputs and marks.
+
+    Written from this process, chunk by chunk: with an active distributed Client, dask
+    would otherwise ship the whole input array through the scheduler to the workers.
+    """
+    with dask.config.set(scheduler="synchronous"):
+        _create(path, perturbations, severities, sample_ids, X, y, batch_size, attrs, feature_dims)
+
+
+def _create(path, perturbations, severities, sample_ids, X, y, batch_size, attrs, feature_dims):
     n = len(sample_ids)
     shape = (len(perturbations), len(severities), n)
     chunks = (1, len(severities), batch_size)
