@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import io
 import json
 import os
 import select
@@ -12,10 +13,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from failfirst.report import render_site
-from tests.test_report import EXPECTED_CHARTS, series_run, vision_run
+from tests.test_report import EXPECTED_CHARTS, frame_pixels, series_run, vision_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treating them as logits")
 
@@ -146,10 +149,13 @@ class Browser:
         return [e["params"]["request"]["url"] for e in self.events
                 if e.get("method") == "Network.requestWillBeSent"]
 
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
+    def screenshot(self, path: Path | None = None) -> bytes:
+        data = base64.b64decode(self.call("Page.captureScreenshot", session=True,
+                                          format="png")["data"])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return data
 
     def close(self) -> None:
         try:
@@ -212,6 +218,34 @@ def isolate_by_legend(browser: Browser, entry: int) -> list[float]:
     return browser.evaluate(LINE_OPACITY)
 
 
+# The content box of each pixelated thumbnail in view, as laid out.
+FRAMES_SHOWN = """
+Array.from(document.querySelectorAll('img.frame.pixelated')).map(function (img) {
+  var box = img.getBoundingClientRect();
+  return {src: img.getAttribute('src'), style: img.getAttribute('style'),
+          x: box.left + img.clientLeft, y: box.top + img.clientTop,
+          w: img.clientWidth, h: img.clientHeight};
+}).filter(function (f) { return f.w > 0 && f.y >= 0 && f.y + f.h <= window.innerHeight; })
+"""
+
+
+def check_thumbnails_on_screen(browser: Browser, site: Path) -> int:
+    """Each thumbnail in view shows its own frame of its sprite sheet: the screen's pixel at
+    the centre of each frame pixel's square is that pixel. Returns how many were checked."""
+    browser.wait_for("Array.from(document.images).every(function (i) { return i.complete; })")
+    shown = browser.evaluate(FRAMES_SHOWN)
+    screen = np.asarray(Image.open(io.BytesIO(browser.screenshot())).convert("RGB"), np.int16)
+    for box in shown:
+        frame = frame_pixels(site, box).astype(np.int16)
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        rows, cols = frame.shape[:2]
+        ys = np.floor(box["y"] + (np.arange(rows) + 0.5) * box["h"] / rows).astype(int)
+        xs = np.floor(box["x"] + (np.arange(cols) + 0.5) * box["w"] / cols).astype(int)
+        assert np.abs(screen[np.ix_(ys, xs)] - frame).max() <= 2, box
+    return len(shown)
+
+
 @pytest.mark.parametrize("kind", ["vision", "timeseries"])
 def test_every_page_renders_its_charts_without_errors(kind, browser, tmp_path):
     path = tmp_path / "results.zarr"
@@ -256,6 +290,8 @@ def test_every_page_renders_its_charts_without_errors(kind, browser, tmp_path):
                 ".map(i => i.src)")
             assert broken == []
             browser.evaluate("document.querySelector('[data-filter=\"\"]').click()")
+        if kind == "vision" and page in ("failures.html", f"perturbation-{names[0]}.html"):
+            assert check_thumbnails_on_screen(browser, site) >= 9  # strip / three cards
         if page in ("index.html", "failures.html"):
             browser.screenshot(ARTIFACTS / f"site-{kind}-{page.replace('.html', '')}.png")
     assert (ARTIFACTS / f"site-{kind}-index.png").stat().st_size > 10_000

@@ -1,4 +1,9 @@
-"""Altair charts of a sweep, built from data frames without I/O; one style per perturbation."""
+"""Altair charts of a sweep, built from data frames without I/O; one style per perturbation.
+
+Every chart embeds the whole frame it is given (rounded), never a per-chart selection of its
+columns or rows: charts of one frame then hold one identical dataset, which the site writes
+once and the pages name (see `detach_data`).
+"""
 
 from __future__ import annotations
 
@@ -47,9 +52,14 @@ def _dash(perturbations: Sequence[str], legend: alt.Legend | None = None) -> alt
     return alt.StrokeDash("perturbation:N", scale=scale, title="Perturbation", legend=legend)
 
 
-def _data(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The columns a chart needs, rounded: pages embed the data, and 17 digits are noise."""
-    return frame[columns].round(5)
+DECIMALS = 4
+"""Chart numbers keep 4 decimals: finer than a pixel on any axis here, and as fine as the
+tooltips show (".3f", ".1%"); 17 digits would be noise the site carries around."""
+
+
+def _data(frame: pd.DataFrame) -> pd.DataFrame:
+    """All of `frame`, rounded, so that charts of one frame share one dataset."""
+    return frame.round(DECIMALS)
 
 
 def _metric_title(metric: str) -> str:
@@ -97,7 +107,7 @@ def metric_curves(frame: pd.DataFrame, metric: str, perturbations: Sequence[str]
                alt.Tooltip("severity:Q", title="Severity", format=".2f"),
                alt.Tooltip(f"{metric}:Q", title=_metric_title(metric),
                            format=_value_format(metric))]
-    base = alt.Chart(_data(frame, ["perturbation", "severity", metric])).encode(
+    base = alt.Chart(_data(frame)).encode(
         x=alt.X("severity:Q", axis=SEVERITY_AXIS, scale=alt.Scale(domain=[0, 1])),
         y=_y(metric), opacity=opacity, tooltip=tooltip)
     legend = _legend(perturbations, interactive)
@@ -127,7 +137,7 @@ def perturbation_curves(frame: pd.DataFrame, perturbations: Sequence[str],
     """
     pick = alt.param(name=FOCUS, value=focus if focus is not None else perturbations[0])
     panels = []
-    data = _data(frame, ["perturbation", "severity", *metrics])  # one copy for every panel
+    data = _data(frame)  # one copy for every panel
     for metric in metrics:
         x = alt.X("severity:Q", axis=SMALL_SEVERITY_AXIS, scale=alt.Scale(domain=[0, 1]))
         others = alt.Chart(data).transform_filter(f"datum.perturbation != {FOCUS}").mark_line(
@@ -149,7 +159,8 @@ def perturbation_curves(frame: pd.DataFrame, perturbations: Sequence[str],
 
 
 def focus_spec(spec: dict[str, Any], perturbation: str) -> dict[str, Any]:
-    """A copy of a `perturbation_curves` spec showing `perturbation` in colour."""
+    """A copy of a spec with a `focus` parameter (`perturbation_curves`, a focused
+    `reliability_chart`) showing `perturbation`."""
     spec = json.loads(json.dumps(spec))
     for param in spec.get("params", []):
         if param.get("name") == FOCUS:
@@ -159,12 +170,12 @@ def focus_spec(spec: dict[str, Any], perturbation: str) -> dict[str, Any]:
 
 def accuracy_heatmap(frame: pd.DataFrame, order: Sequence[str]) -> alt.LayerChart:
     """Accuracy per perturbation (rows, in `order`) and severity (columns), with values."""
-    data = _data(frame, ["perturbation", "severity", "accuracy"])
-    data["level"] = data["severity"].map(lambda s: f"{s:.2f}".rstrip("0").rstrip(".") or "0")
-    levels = list(dict.fromkeys(data.sort_values("severity")["level"]))
+    data = _data(frame)
+    # Severity itself is the ordinal column (labels formatted by the axis), so the heatmap
+    # shares the curves' dataset instead of carrying a copy with a label column.
+    levels = data["severity"].nunique()
     base = alt.Chart(data).encode(
-        x=alt.X("level:O", sort=levels, title=SEVERITY_TITLE,
-                axis=alt.Axis(labelAngle=0)),
+        x=alt.X("severity:O", title=SEVERITY_TITLE, axis=alt.Axis(labelAngle=0, format=".2~f")),
         y=alt.Y("perturbation:N", sort=list(order), title=None, axis=alt.Axis(labelLimit=220)))
     cells = base.mark_rect(stroke="white", strokeWidth=1).encode(
         color=alt.Color("accuracy:Q", title="Accuracy",
@@ -178,11 +189,15 @@ def accuracy_heatmap(frame: pd.DataFrame, order: Sequence[str]) -> alt.LayerChar
         text=alt.Text("accuracy:Q", format=".0%"),
         color=alt.condition(alt.datum.accuracy < 0.55, alt.value("white"), alt.value("black")))
     return alt.layer(cells, text).properties(
-        width=max(260, 58 * len(levels)), height=max(90, 26 * len(order)))
+        width=max(260, 58 * levels), height=max(90, 26 * len(order)))
+
+
+RELIABILITY_COLUMNS = ["perturbation", "severity", "bin_lower", "bin_upper", "count",
+                       "mean_confidence", "accuracy"]
 
 
 def reliability_chart(frame: pd.DataFrame, perturbations: Sequence[str], *,
-                      columns: int = 4, size: int = 170) -> alt.FacetChart:
+                      columns: int = 4, size: int = 170, focus: bool = False) -> alt.FacetChart:
     """Reliability diagrams: accuracy against mean confidence per bin, a panel per perturbation.
 
     The clean level is grey (it is the same in every panel); perturbed levels take the
@@ -195,15 +210,17 @@ def reliability_chart(frame: pd.DataFrame, perturbations: Sequence[str], *,
         perturbations: Every perturbation of the sweep in order.
         columns: Panels per row.
         size: Width and height of a panel in pixels.
+        focus: Show only the perturbation named by the chart's `focus` parameter (default
+            the first), so one spec serves every perturbation's page: see `focus_spec`.
     """
-    data = frame.round(5)
-    levels = sorted(data["severity"].unique())
-    harshest = levels[-1] if levels else 1.0
-    data["level"] = data["severity"].map(
-        lambda s: "clean" if s == 0 else ("harshest" if s == harshest else "middle")
-        ) + data["severity"].map(lambda s: f" ({s:.2f})")
-    data["clean"] = data["severity"] == 0
-    level_names = list(dict.fromkeys(data.sort_values("severity")["level"]))
+    data = _data(frame[RELIABILITY_COLUMNS])
+    levels = sorted(float(s) for s in data["severity"].unique())
+    names = {s: ("clean" if s == 0 else "harshest" if s == levels[-1] else "middle")
+             + f" ({s:.2f})" for s in levels}
+    level_names = list(names.values())
+    # The level's name is computed in the browser (a few levels, hundreds of rows), so the
+    # dataset holds numbers only and every page's reliability chart shares it.
+    level = "".join(f"datum.severity == {s!r} ? {json.dumps(n)} : " for s, n in names.items())
     tooltip = [alt.Tooltip("level:N", title="Severity"),
                alt.Tooltip("bin_lower:Q", title="Bin from", format=".1f"),
                alt.Tooltip("bin_upper:Q", title="Bin to", format=".1f"),
@@ -219,8 +236,9 @@ def reliability_chart(frame: pd.DataFrame, perturbations: Sequence[str], *,
                           legend=alt.Legend(orient="top", symbolStrokeColor="#444"))
     diagonal = alt.Chart().mark_rule(color="#bbbbbb", strokeDash=[1, 3]).encode(
         x=alt.datum(0), y=alt.datum(0), x2=alt.datum(1), y2=alt.datum(1))
-    clean = alt.Chart().transform_filter(alt.datum.clean).encode(x=x, y=y, tooltip=tooltip)
-    perturbed = alt.Chart().transform_filter(~alt.datum.clean).encode(
+    clean = alt.Chart().transform_filter(alt.datum.severity == 0).encode(
+        x=x, y=y, tooltip=tooltip)
+    perturbed = alt.Chart().transform_filter(alt.datum.severity != 0).encode(
         x=x, y=y, color=_color(perturbations), tooltip=tooltip)
     layers = alt.layer(
         diagonal,
@@ -231,10 +249,14 @@ def reliability_chart(frame: pd.DataFrame, perturbations: Sequence[str], *,
             "level:N", sort=level_names, legend=None)),
         data=data,
     ).properties(width=size, height=size)
-    return layers.facet(
+    chart = layers.facet(
         facet=alt.Facet("perturbation:N", sort=list(perturbations), title=None,
                         header=alt.Header(labelFontSize=12, labelFontWeight="bold")),
-        columns=columns)
+        columns=columns).transform_calculate(level=level + "''")
+    if focus:
+        chart = chart.transform_filter(f"datum.perturbation == {FOCUS}").add_params(
+            alt.param(name=FOCUS, value=perturbations[0] if perturbations else ""))
+    return chart
 
 
 def vegalite_version() -> str | None:
@@ -243,6 +265,20 @@ def vegalite_version() -> str | None:
 
     wanted = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]  # "v6.4.1" -> "6.4"
     return wanted if wanted in vl_convert.get_vegalite_versions() else None
+
+
+def detach_data(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """Split a spec into the spec alone (naming its data) and its named datasets.
+
+    Altair names each dataset after a hash of its values, so charts of the same data name the
+    same dataset: a site writes each once and hands it to the specs that name it (Vega-Lite's
+    top-level `datasets`) when it draws them.
+
+    Returns:
+        A copy of the spec without `datasets`, and those datasets by name.
+    """
+    spec = dict(spec)
+    return spec, spec.pop("datasets", {})
 
 
 def to_spec(chart: alt.TopLevelMixin, validate: bool = False) -> dict[str, Any]:

@@ -36,6 +36,11 @@ MANIFEST = ".failfirst-site.json"
 ASSETS = "assets"
 THUMBS = f"{ASSETS}/thumbs"
 VEGA_BUNDLE = f"{ASSETS}/vega-bundle.js"
+REPORT_DATA = f"{ASSETS}/report-data.js"
+REPORT_GLOBAL = "FAILFIRST_REPORT"
+"""The global that assets/report-data.js defines: {"datasets": {name: {"length": rows,
+"columns": {column: [values]}}}, "specs": {name: spec}}. A classic script defining a global
+loads from file://, where a fetch of a JSON file would be refused."""
 
 
 def templates_dir() -> Path:
@@ -52,8 +57,12 @@ def render_site(run_store_path: str | os.PathLike, out_dir: str | os.PathLike) -
     Pages: index.html (overview and damage ranking), curves.html, calibration.html,
     failures.html and one perturbation-<name>.html per perturbation; assets/ holds the CSS,
     the scripts (Vega, Vega-Lite and vega-embed, written once, so the site works offline and
-    from file://) and the thumbnails. Files a previous render wrote into `out_dir` and this
-    one does not are removed; nothing else there is touched.
+    from file://), report-data.js and the thumbnails. The site stays small, holding
+    aggregates and thumbnails only: the pages embed chart specs that name their data, and the
+    data (and the specs every perturbation page shares) are written once into
+    report-data.js; thumbnails are packed into a few sprite sheets, each picture once however
+    many cards show it. Files a previous render wrote into `out_dir` and this one does not
+    are removed; nothing else there is touched.
 
     Args:
         run_store_path: A run store written by `failfirst.stress_test` (`results.zarr`).
@@ -83,6 +92,8 @@ def render_site(run_store_path: str | os.PathLike, out_dir: str | os.PathLike) -
     for filename, template, context in pages:
         html = env.get_template(template).render(**common, page=filename, **context)
         written.append(_write_text(out / filename, html))
+    # Last: building the pages' charts (above) is what gathers the data they name.
+    written.append(_write_text(out / REPORT_DATA, site.shared.script()))
     _clean_previous(out, written)
     return out / "index.html"
 
@@ -128,9 +139,12 @@ class _SiteData:
             name: data.worst_failures(self.samples.isel(perturbation=[i]),
                                       PER_PERTURBATION_FAILURES)
             for i, name in enumerate(self.names)}
-        # Built once: each perturbation's page only changes which one is in colour.
-        self._curves_spec = charts.to_spec(charts.perturbation_curves(
+        self.shared = _Shared()
+        # Written once into report-data.js: each perturbation's page only names its focus.
+        self.shared.add_spec("perturbation-curves", charts.perturbation_curves(
             frame, self.names, [*CURVE_METRICS[:4], "brier", "overconfidence"]))
+        self.shared.add_spec("perturbation-reliability", charts.reliability_chart(
+            self.reliability, self.names, columns=1, size=220, focus=True))
         self.pictures: dict[tuple, dict] = {}  # filled by write_pictures
         self.strips: dict[str, list[dict]] = {}
         self.strip_sample: dict[str, Any] | None = None
@@ -144,7 +158,7 @@ class _SiteData:
         except (OSError, KeyError, ValueError, StoreError):
             return []  # a store without inputs: the pages show failures without pictures
         position = pd.Index(inputs.ids)
-        written: list[Path] = []
+        sheets = thumbnails.SpriteSheets(THUMBS)
         wanted: dict[tuple[str, float], set[int]] = defaultdict(set)
         for failure in [*self.overall, *(f for fs in self.per_perturbation.values() for f in fs)]:
             wanted[(failure["perturbation"], failure["severity"])].add(failure["sample_idx"])
@@ -158,40 +172,49 @@ class _SiteData:
             perturbed = None if perturbed is None else inputs.canonical(perturbed)
             for j, sample_id in enumerate(ids_array.tolist()):
                 self.pictures[(name, severity, sample_id)] = self._pictures(
-                    out, written, name, severity, sample_id, clean[j],
+                    sheets, name, severity, sample_id, clean[j],
                     None if perturbed is None else perturbed[j])
-        written += self._write_strips(out, inputs, position)
-        return written
+        self._strips(sheets, inputs, position)
+        return sheets.write(out)
 
     def _class(self, index: int) -> str:
         return self.classes[index] if 0 <= index < len(self.classes) else str(index)
 
-    def _pictures(self, out: Path, written: list[Path], name: str, severity: float,
+    def _level(self, severity: float) -> int:
+        return int(np.flatnonzero(self.ds["severity"].values == severity)[0])
+
+    def _pictures(self, sheets: thumbnails.SpriteSheets, name: str, severity: float,
                   sample_id: int, clean: np.ndarray, perturbed: np.ndarray | None) -> list[dict]:
-        """Write one failure's pictures (appending to `written`); return them for its card."""
-        level = int(np.flatnonzero(self.ds["severity"].values == severity)[0])
-        stem = f"{THUMBS}/{self.by_name[name]['slug']}-s{level}-{sample_id}"
+        """One failure's pictures, added to the sheets; returned for its card."""
+        slug, level = self.by_name[name]["slug"], self._level(severity)
         if self.run["domain"] != "vision":
-            plot = thumbnails.series_plot(clean, perturbed, self.by_name[name]["color"])
-            written.append(thumbnails.save_png(plot, out / f"{stem}-plot.png"))
-            caption = "grey: clean" + (f", colour: {name} at {severity:.2g}"
-                                       if perturbed is not None else "")
-            return [{"src": f"{stem}-plot.png", "caption": caption, "pixelated": False}]
-        clean_src = f"{THUMBS}/clean-{sample_id}.png"
-        if out / clean_src not in written:  # a sample failing several ways: write it once
-            written.append(thumbnails.save_png(thumbnails.image_thumbnail(clean), out / clean_src))
-        pictures = [{"src": clean_src, "caption": "clean", "pixelated": True}]
+            if perturbed is None:
+                frame = self._clean_frame(sheets, sample_id, clean)
+                return [_picture(frame, "grey: clean", pixelated=False)]
+            frame = sheets.add(f"{slug}.plots", thumbnails.series_plot(
+                clean, perturbed, self.by_name[name]["color"]), key=(name, level, sample_id))
+            return [_picture(frame, f"grey: clean, colour: {name} at {severity:.2g}",
+                             pixelated=False)]
+        pictures = [_picture(self._clean_frame(sheets, sample_id, clean), "clean")]
         if perturbed is None:
             return pictures
+        shown = sheets.add(f"{slug}.perturbed", thumbnails.image_thumbnail(perturbed),
+                           key=(name, level, sample_id))
         diff, gain = thumbnails.difference_thumbnail(clean, perturbed)
-        written.append(thumbnails.save_png(thumbnails.image_thumbnail(perturbed),
-                                           out / f"{stem}.png"))
-        written.append(thumbnails.save_png(diff, out / f"{stem}-diff.png"))
         stretched = f" ×{gain:.1f}" if gain > 1.05 else ""
-        return [*pictures,
-                {"src": f"{stem}.png", "caption": f"perturbed ({severity:.2g})", "pixelated": True},
-                {"src": f"{stem}-diff.png", "caption": f"difference{stretched}",
-                 "pixelated": True}]
+        return [*pictures, _picture(shown, f"perturbed ({severity:.2g})"),
+                _picture(sheets.add(f"{slug}.diff", diff), f"difference{stretched}")]
+
+    def _clean_frame(self, sheets: thumbnails.SpriteSheets, sample_id: int,
+                     clean: np.ndarray) -> thumbnails.Frame:
+        """The clean input's thumbnail (a plot for series), stored once per sample.
+
+        A sample failing several ways, and the clean end of every perturbation's strip, show
+        the same picture: one frame, referenced many times.
+        """
+        vision = self.run["domain"] == "vision"
+        return sheets.add("clean", thumbnails.image_thumbnail(clean) if vision
+                          else thumbnails.series_plot(clean), key=("clean", sample_id))
 
     def example_position(self) -> int:
         """The strip's sample: the first the model gets right on clean input (else the first)."""
@@ -199,7 +222,8 @@ class _SiteData:
         right = np.flatnonzero(clean == self.samples["label"].values)
         return int(right[0]) if right.size else 0
 
-    def _write_strips(self, out: Path, inputs: Inputs, position: pd.Index) -> list[Path]:
+    def _strips(self, sheets: thumbnails.SpriteSheets, inputs: Inputs,
+                position: pd.Index) -> None:
         """One sample at every severity of every perturbation, with the model's prediction."""
         n = self.example_position()
         sample_id = int(self.samples["sample"].values[n])
@@ -209,25 +233,28 @@ class _SiteData:
         clean = inputs.canonical(x)[0]
         pred, confidence = self.samples["pred"].values, self.samples["confidence"].values
         vision = self.run["domain"] == "vision"
-        written = []
         for p, name in enumerate(self.names):
-            strip = []
+            slug, strip = self.by_name[name]["slug"], []
             for s, severity in enumerate(self.ds["severity"].values.tolist()):
-                perturbed = (x if severity == 0 else
-                             inputs.perturbed(x, name, severity, np.array([sample_id])))
-                if perturbed is None:
-                    break  # not registered here: no pictures beyond the clean input
-                picture = inputs.canonical(perturbed)[0]
-                image = (thumbnails.image_thumbnail(picture) if vision else thumbnails.series_plot(
-                    clean, None if severity == 0 else picture, self.by_name[name]["color"]))
-                src = f"{THUMBS}/strip-{self.by_name[name]['slug']}-s{s}-{sample_id}.png"
-                written.append(thumbnails.save_png(image, out / src))
+                if severity == 0:  # the identity: the clean picture every strip shares
+                    frame = self._clean_frame(sheets, sample_id, clean)
+                else:
+                    perturbed = inputs.perturbed(x, name, severity, np.array([sample_id]))
+                    if perturbed is None:
+                        break  # not registered here: no pictures beyond the clean input
+                    picture = inputs.canonical(perturbed)[0]
+                    # Keyed as the cards' pictures are: a card of this sample at this
+                    # severity shows the same frame.
+                    frame = (sheets.add(f"{slug}.perturbed", thumbnails.image_thumbnail(picture),
+                                        key=(name, s, sample_id)) if vision else
+                             sheets.add(f"{slug}.plots", thumbnails.series_plot(
+                                 clean, picture, self.by_name[name]["color"]),
+                                 key=(name, s, sample_id)))
                 k = int(pred[p, s, n])
-                strip.append({"severity": severity, "src": src, "pixelated": vision,
+                strip.append({**_picture(frame, "", pixelated=vision), "severity": severity,
                               "pred_class": self._class(k) if k >= 0 else "not run",
                               "confidence": float(confidence[p, s, n]), "correct": k == label})
             self.strips[name] = strip
-        return written
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -235,7 +262,7 @@ class _SiteData:
         return {"run": self.run, "perturbations": self.perturbations,
                 "generated": {"version": failfirst.__version__,
                               "fingerprint": (self.run["fingerprint"] or "")[:12]},
-                "vega_bundle": VEGA_BUNDLE}
+                "vega_bundle": VEGA_BUNDLE, "report_data": REPORT_DATA}
 
     def _card(self, failure: dict, overall: bool) -> dict:
         key = (failure["perturbation"], failure["severity"], failure["sample_idx"])
@@ -257,15 +284,15 @@ class _SiteData:
             "most_overconfident": max(overconfident, key=lambda r: r["overconfidence"])
             if overconfident else None,
             "worst_ece": max(ece, key=lambda r: r["worst_ece"]) if ece else None,
-            "charts": [_chart("heatmap", "Accuracy by perturbation and severity", heatmap,
-                              "Rows in the ranking's order, most damaging first.")],
+            "charts": [self._chart("heatmap", "Accuracy by perturbation and severity",
+                                   heatmap, "Rows in the ranking's order, most damaging first.")],
         }
 
     def curves(self) -> dict[str, Any]:
         return {"title": "Curves", "charts": [
-            _chart(f"curve-{m}", METRICS[m].long_name,
-                   charts.metric_curves(self.frame, m, self.names), METRICS[m].description,
-                   wide=True)
+            self._chart(f"curve-{m}", METRICS[m].long_name,
+                        charts.metric_curves(self.frame, m, self.names), METRICS[m].description,
+                        wide=True)
             for m in CURVE_METRICS]}
 
     def calibration(self) -> dict[str, Any]:
@@ -273,15 +300,15 @@ class _SiteData:
             "title": "Calibration",
             "levels": self.levels,
             "charts": [
-                _chart("reliability", "Reliability diagrams",
-                       charts.reliability_chart(self.reliability, self.names),
-                       "Accuracy against mean confidence in ten equal-width confidence bins "
-                       "(empty bins left out). On the diagonal the model is calibrated; below "
-                       "it, overconfident."),
-                _chart("overconfidence", "Confidence minus accuracy",
-                       charts.metric_curves(self.frame, "overconfidence", self.names),
-                       "Average confidence minus accuracy: above zero the model claims more "
-                       "than it delivers.", wide=True),
+                self._chart("reliability", "Reliability diagrams",
+                            charts.reliability_chart(self.reliability, self.names),
+                            "Accuracy against mean confidence in ten equal-width confidence "
+                            "bins (empty bins left out). On the diagonal the model is "
+                            "calibrated; below it, overconfident."),
+                self._chart("overconfidence", "Confidence minus accuracy",
+                            charts.metric_curves(self.frame, "overconfidence", self.names),
+                            "Average confidence minus accuracy: above zero the model claims "
+                            "more than it delivers.", wide=True),
             ],
         }
 
@@ -299,7 +326,6 @@ class _SiteData:
 
     def perturbation_page(self, name: str) -> dict[str, Any]:
         i = self.names.index(name)
-        rel = self.reliability[self.reliability["perturbation"] == name]
         return {
             "title": name,
             "p": self.by_name[name],
@@ -310,20 +336,73 @@ class _SiteData:
             "cards": [self._card(f, False) for f in self.per_perturbation[name]],
             "charts": [
                 {"id": "curves", "title": "Metrics against severity", "wide": False,
-                 "spec": charts.focus_spec(self._curves_spec, name),
+                 "spec": self.shared.use("perturbation-curves", name),
                  "caption": "This perturbation in colour, the others in grey."},
-                _chart("reliability", "Reliability at clean, middle and harshest severity",
-                       charts.reliability_chart(rel, self.names, columns=1, size=220),
-                       "Below the diagonal the model is overconfident."),
+                {"id": "reliability", "wide": False,
+                 "title": "Reliability at clean, middle and harshest severity",
+                 "spec": self.shared.use("perturbation-reliability", name),
+                 "caption": "Below the diagonal the model is overconfident."},
             ],
         }
 
+    def _chart(self, chart_id: str, title: str, chart: alt.TopLevelMixin, caption: str = "",
+               wide: bool = False) -> dict[str, Any]:
+        return {"id": chart_id, "title": title, "spec": self.shared.spec(chart),
+                "caption": caption, "wide": wide}
 
-def _chart(chart_id: str, title: str, chart: alt.TopLevelMixin, caption: str = "",
-           wide: bool = False) -> dict[str, Any]:
-    spec = charts.to_spec(chart)
-    spec.pop("title", None)  # the page's heading names the chart already
-    return {"id": chart_id, "title": title, "spec": spec, "caption": caption, "wide": wide}
+
+class _Shared:
+    """What several pages draw, written once into report-data.js: datasets and whole specs.
+
+    A page embeds a chart as a Vega-Lite spec whose data is named (`{"data": {"name":
+    ...}}`), or as `{"shared": spec name, "params": {"focus": perturbation}}`; site.js puts
+    the named pieces back together before drawing. Twenty-five perturbation pages then carry
+    one copy of the curves' data and spec instead of twenty-five.
+    """
+
+    def __init__(self) -> None:
+        self.datasets: dict[str, list[dict]] = {}
+        self.specs: dict[str, dict] = {}
+
+    def spec(self, chart: alt.TopLevelMixin) -> dict[str, Any]:
+        """The chart's spec for a page: its data kept here, named in the spec."""
+        spec, datasets = charts.detach_data(charts.to_spec(chart))
+        self.datasets.update(datasets)  # names are hashes of the values: equal data, one copy
+        spec.pop("title", None)  # the page's heading names the chart already
+        return spec
+
+    def add_spec(self, name: str, chart: alt.TopLevelMixin) -> None:
+        """Keep a whole spec that pages draw with their own `focus` (see `use`)."""
+        self.specs[name] = self.spec(chart)
+
+    def use(self, name: str, focus: str) -> dict[str, Any]:
+        """A page's reference to the shared spec `name`, showing perturbation `focus`."""
+        return {"shared": name, "params": {charts.FOCUS: focus}}
+
+    def script(self) -> str:
+        """report-data.js: the datasets column by column (a row's keys are not repeated)."""
+        tables = {name: _columns(rows) for name, rows in self.datasets.items()}
+        body = jinja2.utils.htmlsafe_json_dumps(
+            {"datasets": tables, "specs": self.specs}, **_JSON)
+        return (f"/* failfirst report: data and chart specs the pages share (see site.js). */\n"
+                f"window.{REPORT_GLOBAL} = {body};\n")
+
+
+def _columns(rows: list[dict]) -> dict[str, Any]:
+    """Rows of a dataset as {"length": rows, "columns": {column: [value per row]}}.
+
+    The length is kept apart: a dataset of rows without columns (Altair's one empty row that
+    draws a rule at a fixed value) has rows all the same. A missing value reads null.
+    """
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return {"length": len(rows), "columns": {name: [row.get(name) for row in rows]
+                                             for name in names}}
+
+
+def _picture(frame: thumbnails.Frame, caption: str, pixelated: bool = True) -> dict[str, Any]:
+    """A thumbnail for a template; its `style` is read when the page renders, after every
+    frame is in its sheet (a frame's position depends on how many its sheet holds)."""
+    return {"frame": frame, "caption": caption, "pixelated": pixelated}
 
 
 def _slugs(names: list[str]) -> dict[str, str]:
@@ -342,15 +421,31 @@ def _slugs(names: list[str]) -> dict[str, str]:
 # -- rendering ------------------------------------------------------------------------------
 
 
+# A NaN would make the embedded JSON unparsable in the browser: fail here instead. No spaces
+# after separators: the pages embed specs, and those spaces were a tenth of them.
+_JSON = {"sort_keys": False, "allow_nan": False, "separators": (",", ":")}
+
+
+class _Loader(jinja2.FileSystemLoader):
+    """Templates without their indentation: it is for people reading them, not browsers.
+
+    Only template text changes (no template holds <pre> or <textarea>); values rendered
+    into it keep every character.
+    """
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        source, filename, uptodate = super().get_source(environment, template)
+        return re.sub(r"^[ \t]+", "", source, flags=re.MULTILINE), filename, uptodate
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        loader=_Loader(templates_dir()),
         autoescape=True,  # every template is HTML; user strings must stay text
         undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
-    # A NaN would make the embedded JSON unparsable in the browser: fail here instead.
-    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
+    env.policies["json.dumps_kwargs"] = _JSON
     env.filters.update(pct=_pct, num=_num, sev=_sev, when=_when, duration=_duration,
                        ticks=_ticks)
     return env
