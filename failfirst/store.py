@@ -87,10 +87,19 @@ def _create(path, perturbations, severities, sample_ids, X, y, batch_size, attrs
         encoding=encoding)
     # compute=False writes only metadata and coordinates; the label is small: write it now.
     zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)["label"][:] = np.asarray(y, np.int64)
-    inputs = xr.Dataset({"input": (("sample", *feature_dims), X), "label": ("sample", y)},
+    # The inputs' metadata through xarray, their values batch by batch: handing X itself to
+    # xarray/dask made a full copy of it (measured: +1 GB of peak RSS for 100k CIFAR images).
+    lazy_input = da.zeros(X.shape, dtype=X.dtype, chunks=(batch_size, *X.shape[1:]))
+    inputs = xr.Dataset({"input": (("sample", *feature_dims), lazy_input),
+                         "label": ("sample", np.asarray(y, np.int64))},
                         coords={"sample": np.asarray(sample_ids, np.int64)})
-    inputs.chunk({"sample": batch_size}).to_zarr(
-        path, group="inputs", mode="w-", zarr_format=ZARR_FORMAT, consolidated=False)
+    inputs.to_zarr(path, group="inputs", mode="w-", compute=False, zarr_format=ZARR_FORMAT,
+                   consolidated=False, encoding={"label": {"chunks": (batch_size,)},
+                                                 "sample": {"chunks": (batch_size,)}})
+    stored = zarr.open_array(Path(path) / "inputs" / "input", mode="r+", zarr_format=ZARR_FORMAT)
+    grid = Layout(n, batch_size)
+    for b in range(grid.n_batches):
+        stored[grid.batch(b)] = X[grid.batch(b)]
     progress = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT).create_group("progress")
     done = progress.create_array("done", shape=(len(perturbations), Layout(n, batch_size).n_batches),
                                  chunks=(1, 1), dtype="bool", fill_value=False)
