@@ -37,7 +37,7 @@ BATCH = 256
 
 
 def small_cnn() -> torch.nn.Module:
-    """The kind of small CNN people train on CIFAR-10 (about 0.3 M parameters)."""
+    """A small CNN of the kind people train on CIFAR-10 (about 0.1 M parameters)."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
