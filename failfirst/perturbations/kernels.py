@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -49,3 +50,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of an NCHW batch with standard deviation `sigma` pixels."""
     k = gaussian_kernel1d(sigma, dtype=x.dtype, device=x.device)
     return separable_conv2d(x, k, k)
+
+
+def octave_blend(x: torch.Tensor, octaves: float,
+                 resample: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """Blend between whole-octave resamplings `resample(x, k)` (x at 1/2**k resolution).
+
+    Integer sizes make distortion jump, and even dip between neighbouring sizes; blending
+    between whole octaves is continuous and monotone in `octaves`.
+    """
+    lower = math.floor(octaves)
+    base = resample(x, lower)
+    return base if octaves == lower else torch.lerp(base, resample(x, lower + 1), octaves - lower)

@@ -14,7 +14,7 @@ SHIFT_STDS = (0.0, 2.0)          # mean shift in units of the series' own std
 VARIANCE_GAIN = (1.0, 3.0)       # factor applied to deviations from the series' mean
 
 
-def _series_std(x: torch.Tensor) -> torch.Tensor:
+def series_std(x: torch.Tensor) -> torch.Tensor:
     """Std over time of each series and channel, (N, 1, C): per sample, never per batch."""
     return x.std(dim=1, keepdim=True, unbiased=False)
 
@@ -23,7 +23,7 @@ def _series_std(x: torch.Tensor) -> torch.Tensor:
 def ts_gaussian_noise(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     """Additive Gaussian noise whose std is up to 1x the series' own std."""
     noise = rng.normal("noise", x.shape[1:]).to(x)
-    return x + interp(severity, NOISE_STD_RATIO) * _series_std(x) * noise
+    return x + interp(severity, NOISE_STD_RATIO) * series_std(x) * noise
 
 
 @register("timeseries", family="dropout", params={"fraction": DROPOUT_FRACTION, "fill": 0.0})
@@ -38,7 +38,7 @@ def temporal_dropout(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.
 def mean_shift(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     """Shift the series' mean up or down (random sign per series) by up to 2 of its stds."""
     sign = rng.sign("direction", (1, x.shape[2])).to(x)
-    return x + interp(severity, SHIFT_STDS) * _series_std(x) * sign
+    return x + interp(severity, SHIFT_STDS) * series_std(x) * sign
 
 
 @register("timeseries", family="drift", params={"gain": VARIANCE_GAIN})

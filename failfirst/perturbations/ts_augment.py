@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from failfirst.perturbations.draws import SampleRNG
-from failfirst.perturbations.kernels import gaussian_kernel1d
+from failfirst.perturbations.kernels import gaussian_kernel1d, octave_blend
+from failfirst.perturbations.timeseries import series_std
 from failfirst.perturbations.registry import interp, register
 
 # Severity tables: values at evenly spaced severities from 0 to 1, interpolated between.
@@ -28,11 +29,6 @@ SHIFT_FRACTION = (0.0, 0.1)       # time_shift: largest circular shift as a frac
 SCALE_OCTAVES = (0.0, 1.0)        # scaling: |log2 factor| up to this, times U[0.5, 1)
 CHANNEL_DROP = (0.0, 1.0)         # channel_dropout: chance each channel is zeroed
 RESOLUTION_OCTAVES = (0.0, 3.0)   # low_resolution: 1/2**octaves of the time resolution
-
-
-def _series_std(x: torch.Tensor) -> torch.Tensor:
-    """Std over time of each series and channel, (N, 1, C): per sample, never per batch."""
-    return x.std(dim=1, keepdim=True, unbiased=False)
 
 
 def _smooth_curve(knots: torch.Tensor, length: int) -> torch.Tensor:
@@ -102,7 +98,7 @@ def drift(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     steps = rng.normal("walk", (t - 1, x.shape[2])).to(x)
     # The walk starts at 0, so the first value stays; its end has std 1 before scaling.
     walk = torch.cat([torch.zeros_like(x[:, :1]), steps.cumsum(1)], 1) / math.sqrt(max(t - 1, 1))
-    return x + interp(severity, DRIFT_STDS) * _series_std(x) * walk
+    return x + interp(severity, DRIFT_STDS) * series_std(x) * walk
 
 
 @register("timeseries", family="drift", params={"rise_stds": TREND_STDS})
@@ -110,7 +106,7 @@ def trend(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     """Add a linear trend from 0 to +-2 of the series' stds (random sign per channel)."""
     sign = rng.sign("direction", (1, x.shape[2])).to(x)
     ramp = torch.linspace(0.0, 1.0, x.shape[1], dtype=x.dtype, device=x.device)[None, :, None]
-    return x + interp(severity, TREND_STDS) * _series_std(x) * sign * ramp
+    return x + interp(severity, TREND_STDS) * series_std(x) * sign * ramp
 
 
 @register("timeseries", family="noise",
@@ -121,7 +117,7 @@ def spike_noise(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tenso
     # One draw per cell: a cell spiked at one severity stays spiked, and taller, above it.
     hit = rng.uniform("where", shape).to(x.device) < interp(severity, SPIKE_FRACTION)
     height = (1 + rng.uniform("height", shape).to(x)) * rng.sign("sign", shape).to(x)
-    return x + hit * height * interp(severity, SPIKE_STDS) * _series_std(x)
+    return x + hit * height * interp(severity, SPIKE_STDS) * series_std(x)
 
 
 @register("timeseries", family="dropout",
@@ -210,10 +206,7 @@ def low_resolution(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Te
     """Average down then linearly up-sample along time; 1/8 of the resolution at severity 1."""
     # As resolution_downsample does for images: blend between whole octaves, so distortion
     # is continuous and monotone where whole sizes would jump between neighbours.
-    octaves = interp(severity, RESOLUTION_OCTAVES)
-    lower = math.floor(octaves)
-    base = _down_up(x, lower)
-    return base if octaves == lower else torch.lerp(base, _down_up(x, lower + 1), octaves - lower)
+    return octave_blend(x, interp(severity, RESOLUTION_OCTAVES), _down_up)
 
 
 def _down_up(x: torch.Tensor, octaves: int) -> torch.Tensor:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from failfirst.perturbations.draws import SampleRNG
-from failfirst.perturbations.kernels import gaussian_blur
+from failfirst.perturbations.kernels import gaussian_blur, octave_blend
 from failfirst.perturbations.registry import interp, register
 
 # Severity tables: values at evenly spaced severities from 0 to 1, interpolated between.
@@ -53,13 +51,7 @@ def blur(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
 @register("vision", family="digital", params={"octaves": DOWNSAMPLE_OCTAVES})
 def resolution_downsample(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     """Downsample (area average) then upsample (bilinear) back; 1/8 resolution at severity 1."""
-    # Integer sizes would make distortion jump and even dip between neighbouring sizes, so
-    # blend between whole octaves (2x, 4x, 8x): continuous and monotone in severity.
-    octaves = interp(severity, DOWNSAMPLE_OCTAVES)
-    lower = math.floor(octaves)
-    coarse = _down_up(x, lower + 1) if octaves > lower else None
-    base = _down_up(x, lower)
-    return base if coarse is None else torch.lerp(base, coarse, octaves - lower)
+    return octave_blend(x, interp(severity, DOWNSAMPLE_OCTAVES), _down_up)
 
 
 def _down_up(x: torch.Tensor, octaves: int) -> torch.Tensor:
