@@ -14,10 +14,8 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
