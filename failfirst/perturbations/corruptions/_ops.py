@@ -147,15 +147,31 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     gains = weights[None, :] * inside                                              # (N, T)
     if h * w > SLICE_SHIFTS_ABOVE:
         return _shift_sum_by_slices(x, dy, dx, gains)
+    # Taps past the reference's stop have no gain; reading at offset 0 keeps the padding small.
+    dy, dx = torch.where(inside, dy, 0), torch.where(inside, dx, 0)
+    # In an edge-padded copy every tap is one flat offset per sample (no clamping per pixel),
+    # so each tap's gather index is a broadcast add: several times cheaper than clamped
+    # (N, T, H, W) indices, with the same gathers and sums in the same order.
+    pad_y, pad_x = int(dy.abs().max()), int(dx.abs().max())
+    padded = torch.nn.functional.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate") \
+        if pad_x or pad_y else x
+    wide = w + 2 * pad_x
+    flat = padded.reshape(n, c, -1)
+    base = ((torch.arange(h)[:, None] + pad_y) * wide + torch.arange(w)[None, :] + pad_x).reshape(1, -1)
+    offsets = dy * wide + dx                                                       # (N, T)
     gains = gains.to(x.device, x.dtype)
-    rows = (torch.arange(h)[None, None, :] + dy[:, :, None]).clamp(0, h - 1)       # (N, T, H)
-    cols = (torch.arange(w)[None, None, :] + dx[:, :, None]).clamp(0, w - 1)       # (N, T, W)
-    index = (rows[:, :, :, None] * w + cols[:, :, None, :]).reshape(n, -1, h * w).to(x.device)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
+    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
     for k in range(len(weights)):
-        if bool(inside[:, k].any()):
-            out.add_(flat.gather(2, index[:, k:k + 1].expand(n, c, h * w)) * gains[:, k, None, None])
+        if not bool(inside[:, k].any()):
+            continue
+        if bool((offsets[:, k] == offsets[0, k]).all()):
+            # One shift for the whole batch (always tap 0): a slice, no gather.
+            top, left = pad_y + int(dy[0, k]), pad_x + int(dx[0, k])
+            shifted = padded[..., top:top + h, left:left + w].reshape(n, c, h * w)
+        else:
+            index = (base + offsets[:, k, None]).to(x.device)                      # (N, HW)
+            shifted = flat.gather(2, index[:, None].expand(n, c, h * w))
+        out.addcmul_(shifted, gains[:, k, None, None])
     return out.reshape(n, c, h, w)
 
 

@@ -58,14 +58,16 @@ def snow(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     lower, weight = segment(severity)
     # Snow only brightens, so the running maximum over levels is a per-pixel monotone path.
     accumulated = [x]
+    brightened = torch.maximum(x, luma(x) * 1.5 + 0.5)     # the same at every level
     for row in levels[:lower + (1 if weight else 0)]:
-        accumulated.append(torch.maximum(accumulated[-1], _snow_level(x, row, rng)))
+        accumulated.append(torch.maximum(accumulated[-1], _snow_level(x, brightened, row, rng)))
     if weight == 0.0:
         return accumulated[lower]
     return torch.lerp(accumulated[lower], accumulated[lower + 1], weight)
 
 
-def _snow_level(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
+def _snow_level(x: torch.Tensor, brightened: torch.Tensor, row: tuple[float, ...],
+                rng: SampleRNG) -> torch.Tensor:
     loc, scale, zoom, threshold, radius, sigma, keep = row
     _, _, h, w = x.shape
     layer = loc + scale * rng.normal("flakes", (1, h, w)).to(x)
@@ -75,7 +77,7 @@ def _snow_level(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> torc
     layer = torch.where(layer < threshold, 0.0, layer).clamp(0.0, 1.0)
     angle = -135.0 + 90.0 * rng.uniform("angle").to(torch.float64)
     flakes = _ops.motion_blur(layer, radius, sigma, angle)[..., :h, :w]
-    whitened = keep * x + (1 - keep) * torch.maximum(x, luma(x) * 1.5 + 0.5)
+    whitened = keep * x + (1 - keep) * brightened
     return (whitened + flakes + flakes.flip(-2, -1)).clamp(0.0, 1.0)
 
 
