@@ -82,7 +82,8 @@ def stress_test(model: ModelSpec, X, y, *, perturbations: Sequence[str] | None =
     ids = np.arange(len(X)) if sample_ids is None else np.asarray(sample_ids, np.int64)
     if ids.shape != (len(X),) or len(np.unique(ids)) != len(ids):
         raise InputError(f"expected {len(X)} distinct sample ids, found shape {ids.shape}")
-    to_canonical(torch.from_numpy(X[:1]), domain, layout)  # refuse a wrong layout up front
+    # Refuses a wrong layout up front; the canonical shape keys size-dependent parameters.
+    canonical_shape = tuple(to_canonical(torch.from_numpy(X[:1]), domain, layout).shape)
     classifier = load_model(model, device="cpu")
     validate.check_model(classifier, X, y, classes)
 
@@ -98,8 +99,7 @@ def stress_test(model: ModelSpec, X, y, *, perturbations: Sequence[str] | None =
         "data": data_description or f"array of shape {X.shape}", "domain": domain,
         "classes": list(classes) if classes is not None
         else [str(k) for k in range(classifier.num_classes)],
-        "perturbation_params": {n: _jsonable(get(n).describe(tuple(to_canonical(
-            torch.from_numpy(X[:1]), domain, layout).shape))) for n in names},
+        "perturbation_params": {n: _jsonable(get(n).describe(canonical_shape)) for n in names},
         "seed": int(seed), "batch_size": batch_size, "layout": identity["layout"],
         "device": device, "versions": _versions(), "started": started.isoformat(),
     }
@@ -150,14 +150,10 @@ def _prepare_store(path, resume, fingerprint, attrs, names, levels, ids, X, y, b
 def _run(plan: tasks.SweepPlan, classifier, client, progress: bool) -> None:
     """Build the graph of pending tasks and run it on the chosen scheduler."""
     done = run_store.done_marks(plan.store)
-    pending = [(p, b) for p in range(len(plan.perturbations)) for b in range(plan.grid.n_batches)
-               if not done[p, b]]
-    cells = len(plan.severities) * plan.n_samples
-    bar = tqdm(total=len(plan.perturbations) * cells, unit="eval", unit_scale=True,
-               disable=not progress, desc="sweep", dynamic_ncols=True)
-    bar.update(sum(len(plan.severities) * _rows(plan, b)
-                   for p in range(len(plan.perturbations)) for b in range(plan.grid.n_batches)
-                   if done[p, b]))
+    pending = [(int(p), int(b)) for p, b in zip(*np.nonzero(~done))]
+    bar = tqdm(total=done.shape[0] * len(plan.severities) * plan.n_samples, unit="eval",
+               unit_scale=True, disable=not progress, desc="sweep", dynamic_ncols=True)
+    bar.update(sum(plan.cells(int(b)) for _, b in zip(*np.nonzero(done))))
     client = client if client is not None else _active_client()
     with bar:
         if not pending:
@@ -230,11 +226,6 @@ def _active_client():
         return default_client()
     except (ImportError, ValueError):
         return None
-
-
-def _rows(plan, b: int) -> int:
-    region = plan.grid.batch(b)
-    return region.stop - region.start
 
 
 def _default_layout(domain: str, X: np.ndarray) -> str:

@@ -68,6 +68,8 @@ def create(path: str | os.PathLike, *, perturbations, severities, sample_ids, X,
 
 def _create(path, perturbations, severities, sample_ids, X, y, batch_size, attrs, feature_dims):
     n = len(sample_ids)
+    grid = Layout(n, batch_size)
+    ids, labels = np.asarray(sample_ids, np.int64), np.asarray(y, np.int64)
     shape = (len(perturbations), len(severities), n)
     chunks = (1, len(severities), batch_size)
     results = xr.Dataset(
@@ -76,32 +78,31 @@ def _create(path, perturbations, severities, sample_ids, X, y, batch_size, attrs
         coords={"perturbation": list(perturbations),
                 "severity": ("severity", np.asarray(severities, np.float64),
                              {"long_name": "severity", "units": "1 (0 = clean, 1 = harshest)"}),
-                "sample": ("sample", np.asarray(sample_ids, np.int64),
+                "sample": ("sample", ids,
                            {"long_name": "sample id", "description": "row of the source data"})},
         attrs=attrs,
     )
-    results["label"] = ("sample", np.asarray(y, np.int64), {"long_name": "true class"})
+    results["label"] = ("sample", labels, {"long_name": "true class"})
     encoding = {name: {"_FillValue": fill} for name, (_, fill, _) in PER_SAMPLE.items()}
     results.chunk({"sample": batch_size}).to_zarr(
         path, mode="w-", compute=False, zarr_format=ZARR_FORMAT, consolidated=False,
         encoding=encoding)
     # compute=False writes only metadata and coordinates; the label is small: write it now.
-    zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)["label"][:] = np.asarray(y, np.int64)
+    zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)["label"][:] = labels
     # The inputs' metadata through xarray, their values batch by batch: handing X itself to
     # xarray/dask made a full copy of it (measured: +1 GB of peak RSS for 100k CIFAR images).
     lazy_input = da.zeros(X.shape, dtype=X.dtype, chunks=(batch_size, *X.shape[1:]))
     inputs = xr.Dataset({"input": (("sample", *feature_dims), lazy_input),
-                         "label": ("sample", np.asarray(y, np.int64))},
-                        coords={"sample": np.asarray(sample_ids, np.int64)})
+                         "label": ("sample", labels)},
+                        coords={"sample": ids})
     inputs.to_zarr(path, group="inputs", mode="w-", compute=False, zarr_format=ZARR_FORMAT,
                    consolidated=False, encoding={"label": {"chunks": (batch_size,)},
                                                  "sample": {"chunks": (batch_size,)}})
     stored = zarr.open_array(Path(path) / "inputs" / "input", mode="r+", zarr_format=ZARR_FORMAT)
-    grid = Layout(n, batch_size)
     for b in range(grid.n_batches):
         stored[grid.batch(b)] = X[grid.batch(b)]
     progress = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT).create_group("progress")
-    done = progress.create_array("done", shape=(len(perturbations), Layout(n, batch_size).n_batches),
+    done = progress.create_array("done", shape=(len(perturbations), grid.n_batches),
                                  chunks=(1, 1), dtype="bool", fill_value=False)
     done.attrs["_ARRAY_DIMENSIONS"] = ["perturbation", "batch"]
 

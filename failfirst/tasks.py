@@ -45,6 +45,11 @@ class SweepPlan:
     def grid(self) -> Layout:
         return Layout(self.n_samples, self.batch_size)
 
+    def cells(self, b: int) -> int:
+        """Grid cells (severities x samples) one perturbation fills for batch `b`."""
+        region = self.grid.batch(b)
+        return len(self.severities) * (region.stop - region.start)
+
 
 def _cached(key: tuple, make):
     with _CACHE_LOCK:
@@ -121,7 +126,7 @@ def perturbation_task(plan: SweepPlan, model: Classifier, p: int, b: int,
     values = {name: torch.stack(rows).numpy().astype(PER_SAMPLE[name][0])
               for name, rows in levels.items()}
     _cached(("writer", plan.fingerprint, plan.store), lambda: Writer(plan.store)).write(p, b, region, values)
-    return len(plan.severities) * (region.stop - region.start)
+    return plan.cells(b)
 
 
 
