@@ -293,6 +293,23 @@ def test_frost_level_5_is_the_reference_blend_of_the_frost_layer():
     np.testing.assert_allclose(P.get("frost")(x, 0.4, seed=3), x + (expected - x) * 0.3 / 0.45, atol=1e-6)
 
 
+def test_frost_layer_is_a_crop_of_one_of_five_fixed_sheets_as_the_photos_were():
+    from failfirst.perturbations.corruptions import _textures
+
+    rng = SampleRNG(3, "frost", np.arange(40))
+    crops = _textures.frost_crops(rng, 32, 28, 0.2)
+    sheets = _textures.frost_sheets(32, 28, 0.2)
+    assert sheets.shape == (5, 3, 96, 88)
+    used = set()
+    for crop in crops:
+        # candidates: where the crop's corner value sits in a sheet; one must hold the whole crop
+        found = [(k, t, l) for k, t, l in torch.nonzero(sheets[:, 0] == crop[0, 0, 0]).tolist()
+                 if torch.equal(crop, sheets[k, :, t:t + 32, l:l + 28])]
+        assert found, "every layer is a window of a sheet"
+        used.add(found[0][0])
+    assert len(used) >= 4   # the seed picks the sheet too
+
+
 def test_frost_layer_looks_like_the_photos_it_replaces():
     layer = P.get("frost")(np.zeros((16, 3, 96, 96)), 1.0, seed=0) / 0.75
     means = layer.mean(axis=(0, 2, 3))

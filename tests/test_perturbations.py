@@ -259,13 +259,39 @@ def test_describe_records_family_and_parameters():
     assert P.get("resolution_downsample").describe()["octaves"] == (0.0, 3.0)
 
 
-def test_sample_draws_equal_a_fresh_philox_keyed_by_seed_name_stream_and_id():
-    from failfirst.perturbations.draws import stable_key
-
+def test_draws_are_pinned_so_a_seed_means_the_same_numbers_in_every_version():
+    # Changing the generator changes every sweep's numbers: it must be a deliberate change.
     rng = SampleRNG(7, "gaussian_noise", [3, 11])
-    key = stable_key(7, "gaussian_noise", "noise")
-    for row, sid in zip(rng.normal("noise", (5,)), (3, 11)):
-        # the key as exact uint64 words: a list of Python ints above 2**63 goes through float
-        bits = np.random.Philox(key=np.array([key, sid], np.uint64))
-        fresh = np.random.Generator(bits).standard_normal(5, dtype=np.float32)
-        np.testing.assert_array_equal(row.numpy(), fresh)
+    np.testing.assert_array_equal(rng.normal("noise", (4,))[1].numpy(), np.array(
+        [0.8206387162208557, -0.6432685852050781, 0.43553289771080017, -1.1216843128204346], np.float32))
+    np.testing.assert_array_equal(rng.uniform("mask", (4,))[0].numpy(), np.array(
+        [0.8449200391769409, 0.6100872159004211, 0.33447951078414917, 0.7811777591705322], np.float32))
+
+
+def test_each_draw_depends_only_on_its_key_and_position():
+    # A rejected ziggurat point reads more words of its own element only, so a longer
+    # draw extends a shorter one and rows never see their neighbours' rejections.
+    long = SampleRNG(1, "x", [0, 5, 9]).normal("s", (3000,))
+    short = SampleRNG(1, "x", [9]).normal("s", (1000,))
+    torch.testing.assert_close(long[2, :1000], short[0], rtol=0, atol=0)
+    u = SampleRNG(1, "x", [5]).uniform("s", (7,))
+    torch.testing.assert_close(SampleRNG(1, "x", [5]).uniform("s", (3,)), u[:, :3], rtol=0, atol=0)
+    # Different kinds of draw on one stream name are unrelated.
+    assert not torch.equal(SampleRNG(1, "x", [5]).uniform("s", (8,)),
+                           SampleRNG(1, "x", [5]).uniform("t", (8,)))
+
+
+def test_draws_have_the_distributions_they_claim():
+    from scipy import stats
+
+    rng = SampleRNG(3, "x", np.arange(400))
+    z = rng.normal("n", (1000,)).double().numpy()
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    # The ziggurat's tail beyond 3.65 (its base strip) has the normal's weight.
+    assert (np.abs(z) > 3.7).mean() == pytest.approx(2 * stats.norm.sf(3.7), rel=0.3)
+    # Independent across rows and neighbouring elements.
+    assert abs(np.corrcoef(z[:-1, 0], z[1:, 0])[0, 1]) < 0.2
+    assert abs(np.corrcoef(z[:, :-1].ravel(), z[:, 1:].ravel())[0, 1]) < 0.01
+    u = rng.uniform("u", (1000,)).double().numpy()
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3 and 0 <= u.min() and u.max() < 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -88,3 +91,47 @@ def frost_texture(rng: SampleRNG, height: int, width: int, scale: float) -> torc
     tint = torch.tensor(FROST_TINT, dtype=grey.dtype).view(1, 3, 1, 1)
     return (grey * tint.to(grey.device)).clamp(0.0, 1.0)
 
+
+
+# ImageNet-C draws each image's frost as a random crop of one of five photographs; failfirst
+# draws it from as many procedural sheets, built once per image size and process. The sheets
+# are fixed (like the photos); the seed picks the sheet and the crop.
+FROST_SHEETS = 5
+SHEET_MARGIN = 32
+
+
+@lru_cache(maxsize=8)
+def frost_sheets(height: int, width: int, scale: float) -> torch.Tensor:
+    """The five fixed frost sheets for (height, width) images: twice the size plus a margin.
+
+    Shape:
+        returns (FROST_SHEETS, 3, 2 * height + SHEET_MARGIN, 2 * width + SHEET_MARGIN), float32, CPU.
+    """
+    sheets = SampleRNG(0, "frost_sheets", np.arange(FROST_SHEETS))
+    return frost_texture(sheets, 2 * height + SHEET_MARGIN, 2 * width + SHEET_MARGIN, scale)
+
+
+def frost_crops(rng: SampleRNG, height: int, width: int, scale: float) -> torch.Tensor:
+    """Each sample's frost layer: a (height, width) crop of a sheet, both drawn per sample.
+
+    Shape:
+        returns (N, 3, height, width), float32, on the rng's device.
+    """
+    bank = frost_sheets(height, width, scale).to(rng.device)
+    u = rng.uniform("frost_crop", (3,)).to(torch.float64)
+    rows, cols = bank.shape[-2] - height + 1, bank.shape[-1] - width + 1
+    sheet = (u[:, 0] * FROST_SHEETS).long().clamp(max=FROST_SHEETS - 1)
+    top = (u[:, 1] * rows).long().clamp(max=rows - 1)
+    left = (u[:, 2] * cols).long().clamp(max=cols - 1)
+    # One flat gather: each sample's crop is the sheet's (3, H, W) window at its own offset.
+    sheet_size, row_size = bank[0].numel(), bank.shape[-1]
+    window = _window_offsets(3, height, width, bank.shape[-2], row_size, str(rng.device))
+    start = sheet * sheet_size + top * row_size + left
+    return bank.reshape(-1)[start.to(rng.device).view(-1, 1) + window].view(-1, 3, height, width)
+
+
+@lru_cache(maxsize=8)
+def _window_offsets(channels: int, height: int, width: int, rows: int, cols: int, device: str) -> torch.Tensor:
+    """Flat offsets of a (channels, height, width) window's pixels within a (channels, rows, cols) sheet."""
+    c, y, x = torch.meshgrid(torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij")
+    return ((c * rows + y) * cols + x).reshape(1, -1).to(device)

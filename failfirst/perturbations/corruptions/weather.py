@@ -83,20 +83,22 @@ def _snow_level(x: torch.Tensor, brightened: torch.Tensor, row: tuple[float, ...
 
 # ---------------------------------------------------------------- frost
 
-@corruption("weather", FROST, texture="procedural ice crystals (seeded), not ImageNet-C's photos",
+@corruption("weather", FROST, texture="a random crop of one of five fixed procedural ice-crystal sheets "
+                                      "(ImageNet-C crops one of five photos)",
             deviation="each level is the image moved towards level 5 by frost / frost_5: frost amounts as "
                       "published, dimming in proportion (published dimming lowers the change at levels 4-5)",
             description="Frost: the image dimmed and overlaid with a seeded procedural ice-crystal layer.")
 def frost(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     table = pick(FROST, x)
     keep, amount = table["keep"][-1], table["frost"][-1]
-    layer = _textures.frost_texture(rng, x.shape[-2], x.shape[-1], table["crystal_scale"]).to(x)
+    layer = _textures.frost_crops(rng, x.shape[-2], x.shape[-1], table["crystal_scale"]).to(x)
     if x.shape[1] != 3:
-        layer = luma(layer).expand(-1, x.shape[1], -1, -1)
+        layer = luma(layer).repeat(1, x.shape[1], 1, 1)
     # keep * x + frost * layer is not ordered by how much it changes x (the dimming offsets
     # the added frost); moving along the straight line to level 5 is, for every pixel.
     share = at(severity, 0.0, [f / amount for f in table["frost"]])
-    return torch.lerp(x, (keep * x + amount * layer).clamp(0.0, 1.0), share)
+    level_5 = layer.mul_(amount).add_(x, alpha=keep).clamp_(0.0, 1.0)     # the crop is ours to reuse
+    return torch.lerp(x, level_5, share)
 
 
 # ---------------------------------------------------------------- fog
