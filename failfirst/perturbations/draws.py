@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -150,10 +150,11 @@ def _in_layer(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     layer = (h & np.uint32(0xFF)).astype(np.intp)
     within = h >> np.uint32(9)
     x = within.view(np.int32).astype(np.float32)
-    x *= ZIG_W[layer]
+    # take(mode="wrap") skips the bounds check of plain indexing: twice as fast, same values.
+    x *= np.take(ZIG_W, layer, mode="wrap")
     # Bit 8 is the sign: moved to bit 31, the float's sign bit.
     x.view(np.uint32)[...] |= (h & np.uint32(0x100)) << np.uint32(23)
-    return x, within < ZIG_K[layer]
+    return x, within < np.take(ZIG_K, layer, mode="wrap")
 
 
 def _outside_layer(keys: np.ndarray, counters: np.ndarray, value: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -255,6 +256,20 @@ class SampleRNG:
             block = draw(self.keys(kind, stream), math.prod(shape)).reshape(len(self), *shape)
             self._cache[cache_key] = torch.from_numpy(block).to(self.device)
         return self._cache[cache_key]
+
+    def derived(self, key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A tensor built from this rng's draws alone, built once and reused at every severity.
+
+        For the costly layers a corruption makes from its draws (snow's streaked flakes,
+        spatter's drop masks): a sweep applies a perturbation at many severities with one
+        rng, and each level then builds its layer once instead of once per severity that
+        needs it. `build` must not read the batch being perturbed; `key` names everything
+        else it depends on (level, shape, dtype).
+        """
+        key = ("derived", *key)
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     def uniform(self, stream: str, shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Uniform [0, 1) float32 draws of shape (N, *shape)."""

@@ -68,7 +68,15 @@ def snow(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
 
 def _snow_level(x: torch.Tensor, brightened: torch.Tensor, row: tuple[float, ...],
                 rng: SampleRNG) -> torch.Tensor:
-    loc, scale, zoom, threshold, radius, sigma, keep = row
+    keep = row[-1]
+    flakes = rng.derived(("snow", row, *x.shape[-2:], x.dtype), lambda: _snow_flakes(x, row, rng))
+    whitened = keep * x + (1 - keep) * brightened
+    return (whitened + flakes + flakes.flip(-2, -1)).clamp(0.0, 1.0)
+
+
+def _snow_flakes(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
+    """One level's snow layer (N, 1, H, W): zoomed, thresholded noise streaked along a drawn angle."""
+    loc, scale, zoom, threshold, radius, sigma, _ = row
     _, _, h, w = x.shape
     layer = loc + scale * rng.normal("flakes", (1, h, w)).to(x)
     # clipped_zoom keeps the whole stretched crop; the streaks are drawn on it, then cropped.
@@ -76,9 +84,7 @@ def _snow_level(x: torch.Tensor, brightened: torch.Tensor, row: tuple[float, ...
     layer = _ops.separable(layer, _ops.zoom_matrix(h, zoom, tall), _ops.zoom_matrix(w, zoom, wide))
     layer = torch.where(layer < threshold, 0.0, layer).clamp(0.0, 1.0)
     angle = -135.0 + 90.0 * rng.uniform("angle").to(torch.float64)
-    flakes = _ops.motion_blur(layer, radius, sigma, angle)[..., :h, :w]
-    whitened = keep * x + (1 - keep) * brightened
-    return (whitened + flakes + flakes.flip(-2, -1)).clamp(0.0, 1.0)
+    return _ops.motion_blur(layer, radius, sigma, angle)[..., :h, :w]
 
 
 # ---------------------------------------------------------------- frost
@@ -158,13 +164,17 @@ def spatter(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
 
 
 def _spatter_level(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
-    loc, scale, sigma, threshold, intensity, mud = row
-    normal = rng.normal("liquid", (1, *x.shape[-2:]))
-    liquid = _spatter.liquid_layer(normal, loc, scale, sigma, threshold)
+    intensity, mud = row[4:]
+    m = rng.derived(("spatter", row, *x.shape[-2:]), lambda: _spatter_mask(x.shape[-2:], row, rng)).to(x)
     channels = x.shape[1]
     if mud:
-        m = _spatter.mud_mask(liquid, threshold, intensity).to(x)
         return (x * (1 - m) + colour(MUD_RGB, channels, x) * m).clamp(0.0, 1.0)
-    m = _spatter.water_mask(liquid).to(x)
     return (x + intensity * m * colour(WATER_RGB, channels, x)).clamp(0.0, 1.0)
+
+
+def _spatter_mask(size: tuple[int, int], row: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
+    """One level's water intensity or mud coverage (N, 1, H, W), float64."""
+    loc, scale, sigma, threshold, intensity, mud = row
+    liquid = _spatter.liquid_layer(rng.normal("liquid", (1, *size)), loc, scale, sigma, threshold)
+    return _spatter.mud_mask(liquid, threshold, intensity) if mud else _spatter.water_mask(liquid)
 
