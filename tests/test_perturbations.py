@@ -121,6 +121,16 @@ class TestContract:
         shuffled = P.get(name)(x[perm], 0.7, seed=5, sample_ids=ids[perm])
         np.testing.assert_allclose(shuffled, whole[perm], rtol=1e-6, atol=1e-6)
 
+    def test_one_rng_shared_by_severities_in_any_order_equals_a_call_per_severity(self, name):
+        # What the engine does: one rng per batch, every severity; memoised draws and layers
+        # built from them (rng.derived) must never carry one severity's state into another.
+        p, x = P.get(name), batch_for(name)
+        canonical = P.to_canonical(torch.from_numpy(x), p.domain)
+        shared = SampleRNG(4, name, np.arange(len(x)))
+        for severity in (1.0, 0.3, 0.6, 0.05, 0.6):
+            fresh = p.apply(canonical, severity, SampleRNG(4, name, np.arange(len(x))))
+            torch.testing.assert_close(p.apply(canonical, severity, shared), fresh, rtol=0, atol=0)
+
     def test_default_sample_ids_are_row_numbers(self, name):
         x = batch_for(name)
         np.testing.assert_array_equal(P.get(name)(x, 0.6, seed=2),

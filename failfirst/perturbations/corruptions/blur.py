@@ -104,9 +104,11 @@ def _glass_level(x: torch.Tensor, table, level: int, rng: SampleRNG) -> torch.Te
     h, w = x.shape[-2:]
     out = _ops.gaussian_filter(x, sigma)
     n, c = x.shape[:2]
-    passes = rng.uniform("shuffle", (max(table["iterations"]), 2, h, w)).to(x.device, torch.float64)
+    passes = rng.uniform("shuffle", (max(table["iterations"]), 2, h, w))
+    delta = table["max_delta"][level - 1]
     for it in range(table["iterations"][level - 1]):
-        sources = _glass_sources(table["max_delta"][level - 1], passes[:, it])
+        sources = rng.derived(("glass", delta, it, h, w, str(x.device)),
+                              lambda: _glass_sources(delta, passes[:, it].to(x.device, torch.float64)))
         out = out.reshape(n, c, h * w).gather(2, sources[:, None].expand(n, c, h * w)).reshape(n, c, h, w)
     return _ops.gaussian_filter(out, sigma)
 

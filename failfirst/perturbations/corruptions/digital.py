@@ -236,11 +236,8 @@ def _displace(x: torch.Tensor, alpha: float, sigmas: tuple[float, float], spread
     # Small images smooth and place in the batch's precision: float32 costs a third of float64
     # and moves outputs by about 1e-6 at 32x32 (1e-5 at 224x224, where float64 is kept).
     precision = x.dtype if h * w <= FLOAT32_FIELD_MAX_PIXELS else torch.float64
-    uniform = rng.uniform("displacement", (2, h, w)).to(x.device, precision)
-    noise = uniform.mul(2 * spread).sub_(spread)
-    rows = _ops.band_matrix(h, _ops.gaussian_taps(sigmas[0], 3.0), "reflect").to(noise)
-    cols = _ops.band_matrix(w, _ops.gaussian_taps(sigmas[1], 3.0), "reflect").to(noise)
-    smooth = rows @ noise @ cols.T                                          # (N, 2, H, W): dx, dy
+    smooth = rng.derived(("elastic", h, w, sigmas, spread, precision),
+                         lambda: _smooth_field(rng, h, w, sigmas, spread, precision, x.device))
     # Pixel-centred normalised coordinates, (2 (col + alpha dx) + 1) / W - 1, written
     # straight into the grid (no stack of planes).
     grid = torch.empty(n, h, w, 2, dtype=x.dtype, device=x.device)
@@ -248,4 +245,14 @@ def _displace(x: torch.Tensor, alpha: float, sigmas: tuple[float, float], spread
         centres = (2 * torch.arange(size, device=x.device, dtype=precision) + 1) / size - 1
         grid[..., axis] = smooth[:, axis] * (2 * alpha / size) + centres.view(line)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _smooth_field(rng: SampleRNG, h: int, w: int, sigmas: tuple[float, float], spread: float,
+                  precision: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Uniform(-spread, spread) noise smoothed by a Gaussian, reflected borders: (N, 2, H, W), dx then dy."""
+    uniform = rng.uniform("displacement", (2, h, w)).to(device, precision)
+    noise = uniform.mul(2 * spread).sub_(spread)
+    rows = _ops.band_matrix(h, _ops.gaussian_taps(sigmas[0], 3.0), "reflect").to(noise)
+    cols = _ops.band_matrix(w, _ops.gaussian_taps(sigmas[1], 3.0), "reflect").to(noise)
+    return rows @ noise @ cols.T
 

@@ -97,14 +97,17 @@ def _snow_flakes(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> tor
 def frost(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     table = pick(FROST, x)
     keep, amount = table["keep"][-1], table["frost"][-1]
-    layer = _textures.frost_crops(rng, x.shape[-2], x.shape[-1], table["crystal_scale"]).to(x)
-    if x.shape[1] != 3:
-        layer = luma(layer).repeat(1, x.shape[1], 1, 1)
+    layer = rng.derived(("frost", *x.shape[1:], x.dtype), lambda: _frost_layer(x, table["crystal_scale"], rng))
     # keep * x + frost * layer is not ordered by how much it changes x (the dimming offsets
     # the added frost); moving along the straight line to level 5 is, for every pixel.
     share = at(severity, 0.0, [f / amount for f in table["frost"]])
-    level_5 = layer.mul_(amount).add_(x, alpha=keep).clamp_(0.0, 1.0)     # the crop is ours to reuse
+    level_5 = layer.mul(amount).add_(x, alpha=keep).clamp_(0.0, 1.0)
     return torch.lerp(x, level_5, share)
+
+
+def _frost_layer(x: torch.Tensor, scale: float, rng: SampleRNG) -> torch.Tensor:
+    layer = _textures.frost_crops(rng, x.shape[-2], x.shape[-1], scale).to(x)
+    return layer if x.shape[1] == 3 else luma(layer).repeat(1, x.shape[1], 1, 1)
 
 
 # ---------------------------------------------------------------- fog
@@ -118,7 +121,8 @@ def fog(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     decay = table["decay"]
     h, w = x.shape[-2:]
     size = _textures.next_power_of_two(max(h, w))
-    haze = _textures.plasma_fractal(rng, size, decay)[:, None, :h, :w].to(x)
+    haze = rng.derived(("fog", size, decay, h, w, x.dtype),
+                       lambda: _textures.plasma_fractal(rng, size, decay)[:, None, :h, :w].to(x))
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + strength * haze) * peak / (peak + strength)
 
