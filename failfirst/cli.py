@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "arguments: a small CNN trained on scikit-learn's digits.")
     run.add_argument("--model", default="vision",
                      help="'vision' (demo CNN), 'timeseries' (demo 1-D CNN), or a path to a "
-                          "TorchScript .pt/.pth or a Python .py model file (default: vision)")
+                          "TorchScript .pt/.pth, torch.export .pt2 or a Python .py model file (default: vision)")
     run.add_argument("--dataset", default=None,
                      help="'digits', 'cifar10', 'synthetic', or a path to .npz (X, y, optional "
                           "classes) or the older .npy dict (default: digits for vision, "

@@ -1,7 +1,7 @@
 """Model adapters: anything a user has -> a `Classifier` giving class probabilities.
 
-`load_model` accepts a torch module, a TorchScript file, a Python file defining
-`predict_proba(X)`, an object with `predict_proba` (scikit-learn), a plain callable or an
+`load_model` accepts a torch module, a TorchScript file, a `torch.export` program file, a
+Python file defining `predict_proba(X)`, an object with `predict_proba` (scikit-learn), a plain callable or an
 existing `Classifier`. Loading a Python file executes its code: only load files you trust.
 """
 
@@ -31,8 +31,9 @@ A = TypeVar("A", np.ndarray, torch.Tensor)
 
 OUTPUT_MODES: tuple[str, ...] = ("auto", "probabilities", "logits")
 TORCHSCRIPT_SUFFIXES: tuple[str, ...] = (".pt", ".pth")
+EXPORTED_SUFFIXES: tuple[str, ...] = (".pt2",)
 PYTHON_SUFFIXES: tuple[str, ...] = (".py",)
-SUPPORTED_SUFFIXES: tuple[str, ...] = TORCHSCRIPT_SUFFIXES + PYTHON_SUFFIXES
+SUPPORTED_SUFFIXES: tuple[str, ...] = TORCHSCRIPT_SUFFIXES + EXPORTED_SUFFIXES + PYTHON_SUFFIXES
 
 # Rows of probabilities sum to 1 up to float32 rounding over many classes.
 SUM_TOLERANCE = 1e-3
@@ -48,7 +49,8 @@ def load_model(spec: ModelSpec, device: DeviceLike = "auto", outputs: Outputs = 
 
     Args:
         spec: a `torch.nn.Module`; a path (str or Path) to a TorchScript file (`.pt`/`.pth`,
-            saved with `torch.jit.save`) or to a Python file defining `predict_proba(X)`;
+            saved with `torch.jit.save`), to a `torch.export` program (`.pt2`, saved with
+            `torch.export.save`) or to a Python file defining `predict_proba(X)`;
             an object with `predict_proba` (a scikit-learn classifier); a callable returning
             probabilities or logits; or a `Classifier` (returned as is, or moved to an
             explicitly requested device).
@@ -77,6 +79,10 @@ def load_model(spec: ModelSpec, device: DeviceLike = "auto", outputs: Outputs = 
             torch.jit.save(spec, buffer)
         name = getattr(spec, "original_name", type(spec).__name__)
         return TorchScriptClassifier(buffer.getvalue(), f"TorchScript module {name}", device, outputs)
+    if isinstance(spec, torch.export.ExportedProgram):
+        buffer = io.BytesIO()
+        torch.export.save(spec, buffer)
+        return ExportedProgramClassifier(buffer.getvalue(), "exported program", device, outputs)
     if isinstance(spec, torch.nn.Module):
         return TorchModuleClassifier(spec, device, outputs)
     if isinstance(spec, (str, os.PathLike)):
@@ -86,7 +92,7 @@ def load_model(spec: ModelSpec, device: DeviceLike = "auto", outputs: Outputs = 
     if callable(spec):
         return CallableClassifier(spec, outputs)
     raise ModelError(
-        f"cannot use a {type(spec).__name__} as a model; expected a torch.nn.Module, a path to a "
+        f"cannot use a {type(spec).__name__} as a model; expected a torch.nn.Module, an exported program, a path to a "
         f"{', '.join(SUPPORTED_SUFFIXES)} file, an object with predict_proba, or a callable"
     )
 
@@ -346,6 +352,63 @@ class TorchScriptClassifier(TorchModuleClassifier):
         self.module = _load_torchscript(self._data, self.description).eval().to(self.device)
 
 
+class ExportedProgramClassifier(TorchModuleClassifier):
+    """A `torch.export` program (`.pt2`), kept as its file bytes so it can be rebuilt in any process.
+
+    A program exported with a fixed batch size serves any batch: the rows go through in
+    chunks of that size, the last one padded by repeating its final row (and the padding's
+    outputs dropped). Inputs whose other dimensions differ from the exported ones are refused
+    with the shape the program expects.
+    """
+
+    def __init__(self, data: bytes, description: str, device: DeviceLike = "auto", outputs: Outputs = "auto"):
+        self._data = data
+        self._device_request = device
+        program = _load_exported(data, description)
+        Classifier.__init__(self, description, resolve_device(device), outputs)
+        # An exported graph is frozen in the mode it was exported in: no eval() to call.
+        self.module = program.module().to(self.device)
+        self._dtype = _float_dtype(self.module)
+        self._input_shape = _exported_input_shape(program)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        expected = self._input_shape
+        if expected is not None:
+            fixed = [(i, size) for i, size in enumerate(expected) if isinstance(size, int) and i > 0]
+            if len(x.shape) != len(expected) or any(x.shape[i] != size for i, size in fixed):
+                shown = ", ".join(str(s) if isinstance(s, int) else "N" for s in expected)
+                raise ModelError(f"{self.description} was exported for inputs of shape ({shown}); "
+                                 f"got {tuple(x.shape)}")
+        batch = expected[0] if expected is not None and isinstance(expected[0], int) else None
+        if batch is None or len(x) == batch:
+            return super()._forward(x)
+        if len(x) == 0:
+            return super()._forward(torch.zeros(batch, *x.shape[1:], dtype=x.dtype))[:0]
+        chunks = []
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            rows = len(part)
+            if rows < batch:
+                part = torch.cat([part, part[-1:].expand(batch - rows, *part.shape[1:])])
+            chunks.append(super()._forward(part)[:rows])
+        return torch.cat(chunks)
+
+    def _compute_fingerprint(self) -> str:
+        return hashlib.sha256(self._data).hexdigest()
+
+    def __getstate__(self) -> dict:
+        # Exported graph modules do not pickle; the bytes do.
+        state = self.__dict__.copy()
+        del state["module"]
+        state["device"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.device = resolve_device(self._device_request)
+        self.module = _load_exported(self._data, self.description).module().to(self.device)
+
+
 class CallableClassifier(Classifier):
     """A non-torch model: an object's `predict_proba`, or a callable returning class scores.
 
@@ -466,7 +529,32 @@ def _load_file(spec: str | os.PathLike, device: DeviceLike, outputs: Outputs) ->
     data = path.read_bytes()
     if suffix in PYTHON_SUFFIXES:
         return PythonFileClassifier(path.resolve(), data, outputs)
+    if suffix in EXPORTED_SUFFIXES:
+        return ExportedProgramClassifier(data, f"exported program {path.name}", device, outputs)
     return TorchScriptClassifier(data, f"TorchScript file {path.name}", device, outputs)
+
+
+def _load_exported(data: bytes, description: str) -> torch.export.ExportedProgram:
+    try:
+        return torch.export.load(io.BytesIO(data))
+    except Exception as exc:
+        raise ModelError(
+            f"{description} is not a torch.export program ({type(exc).__name__}: {_first_line(exc)}); "
+            "save models with torch.export.save(torch.export.export(model, (example,)), path)"
+        ) from exc
+
+
+def _exported_input_shape(program: torch.export.ExportedProgram) -> tuple[int | str, ...] | None:
+    """The shape of the program's single tensor input: ints where fixed, "N" where dynamic.
+
+    None when the program takes several inputs or its input carries no shape.
+    """
+    inputs = set(program.graph_signature.user_inputs)
+    values = [node.meta.get("val") for node in program.graph.nodes
+              if node.op == "placeholder" and node.name in inputs]
+    if len(values) != 1 or not hasattr(values[0], "shape"):
+        return None
+    return tuple(size if isinstance(size, int) else "N" for size in values[0].shape)
 
 
 def _load_torchscript(data: bytes, description: str) -> torch.jit.ScriptModule:

@@ -138,6 +138,24 @@ def test_torchscript_model_with_the_old_npy_format_needs_allow_pickle(tmp_path, 
     check_outputs(tmp_path / "results" / "model", 1, 3)
 
 
+def test_exported_program_with_a_fixed_batch_runs_a_sweep(tmp_path, cache):
+    # torch.export is TorchScript's successor; a program exported at batch 4 still serves
+    # the sweep's batches of 16 (in chunks) and names the shape it wants when the data differ.
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3)).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(4, 3, 4, 4),)), tmp_path / "model.pt2")
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "data.npz", X=rng.random((30, 3, 4, 4), dtype=np.float32), y=rng.integers(0, 3, 30))
+    np.savez(tmp_path / "wide.npz", X=rng.random((30, 3, 5, 5), dtype=np.float32), y=rng.integers(0, 3, 30))
+    args = ["run", "--model", "model.pt2", "--severities", "3", "--workers", "0", "--batch-size", "16",
+            "--perturbations", "gaussian_noise"]
+    refused = failfirst(*args, "--dataset", "wide.npz", cwd=tmp_path, cache=cache)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "exported for inputs of shape (4, 3, 4, 4); got (2, 3, 5, 5)" in refused.stderr
+    result = failfirst(*args, "--dataset", "data.npz", cwd=tmp_path, cache=cache)
+    assert result.returncode == 0, result.stderr
+    check_outputs(tmp_path / "results" / "model", 1, 3)
+
+
 def write_fake_cifar(root: Path, n_train=60, n_test=40):
     """A small CIFAR-10 folder in the official python layout."""
     folder = root / "cifar-10-batches-py"

@@ -83,6 +83,18 @@ def script_path(tmp_path) -> Path:
     return path
 
 
+def _export(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool = True):
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    return torch.export.export(module, (example,), dynamic_shapes=shapes)
+
+
+@pytest.fixture
+def exported_path(tmp_path) -> Path:
+    path = tmp_path / "model.pt2"
+    torch.export.save(_export(_sequential(), torch.from_numpy(X[:2])), path)
+    return path
+
+
 @pytest.fixture
 def py_path(tmp_path) -> Path:
     path = tmp_path / "m.py"
@@ -96,11 +108,12 @@ def sklearn_model() -> LogisticRegression:
     return LogisticRegression(max_iter=200).fit(X, y)
 
 
-def _specs(script_path, py_path, sklearn_model) -> dict:
+def _specs(script_path, py_path, sklearn_model, exported_path=None) -> dict:
     """One spec of every picklable kind, each giving 3 classes on X."""
     return {
         "module": _sequential(),
         "torchscript": script_path,
+        **({"exported": exported_path} if exported_path else {}),
         "python": py_path,
         "sklearn": sklearn_model,
         "lambda": lambda x: x[:, :3] - 0.5,
@@ -173,6 +186,45 @@ def test_script_module_object():
     clf = load_model(torch.jit.script(_sequential()), device="cpu", outputs="logits")
     assert clf.description.startswith("TorchScript module")
     assert clf.predict_proba(X).shape == (6, 3)
+
+
+def test_exported_program_file_and_object(exported_path):
+    module = _sequential()
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(X)), dim=1).numpy()
+    clf = load_model(exported_path, device="cpu", outputs="logits")
+    assert clf.description == "exported program model.pt2"
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
+    program = torch.export.load(exported_path)
+    np.testing.assert_allclose(load_model(program, device="cpu", outputs="logits").predict_proba(X[:5]),
+                               expected[:5], atol=1e-6)
+
+
+def test_exported_program_with_a_fixed_batch_serves_any_batch(tmp_path):
+    module = _sequential()
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(_export(module, torch.from_numpy(X[:4]), dynamic_batch=False), path)
+    clf = load_model(path, device="cpu", outputs="logits")
+    x = np.concatenate([X, X[::-1], X[:1]])        # 13 rows: 4 + 4 + 4 + 1 padded
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(x), expected, atol=1e-6)
+    assert clf.predict_proba(x[:0]).shape == (0, 3)
+    assert clf.probe(x) == 3
+
+
+def test_exported_program_refuses_inputs_of_another_shape(exported_path):
+    clf = load_model(exported_path, device="cpu")
+    with pytest.raises(ModelError, match=r"exported program model\.pt2 was exported for inputs of shape "
+                                         r"\(N, 4\); got \(2, 5\)"):
+        clf.probe(np.zeros((2, 5), np.float32))
+
+
+def test_a_file_that_is_not_an_exported_program_is_refused(tmp_path):
+    path = tmp_path / "model.pt2"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="exported program model.pt2 is not a torch.export program.*torch.export.save"):
+        load_model(path)
 
 
 def test_python_file(py_path):
@@ -369,9 +421,9 @@ def test_cuda_without_cuda_is_an_input_error():
 
 
 @pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
-@pytest.mark.parametrize("kind", ["module", "torchscript", "python", "sklearn", "lambda"])
-def test_pickle_round_trip_gives_identical_outputs(kind, dumps, script_path, py_path, sklearn_model):
-    clf = load_model(_specs(script_path, py_path, sklearn_model)[kind], device="cpu")
+@pytest.mark.parametrize("kind", ["module", "torchscript", "exported", "python", "sklearn", "lambda"])
+def test_pickle_round_trip_gives_identical_outputs(kind, dumps, script_path, py_path, sklearn_model, exported_path):
+    clf = load_model(_specs(script_path, py_path, sklearn_model, exported_path)[kind], device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the logits notice
         before = clf.predict_proba(X)
@@ -390,8 +442,9 @@ def test_pickle_of_a_module_defined_in_this_file():
     np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
 
 
-def test_unpickle_in_another_process_gives_identical_outputs(tmp_path, script_path, py_path, sklearn_model):
-    specs = _specs(script_path, py_path, sklearn_model)
+def test_unpickle_in_another_process_gives_identical_outputs(tmp_path, script_path, py_path, sklearn_model,
+                                                             exported_path):
+    specs = _specs(script_path, py_path, sklearn_model, exported_path)
     classifiers = {kind: load_model(spec, device="cpu") for kind, spec in specs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -459,7 +512,7 @@ def test_missing_file():
 def test_unknown_extension_lists_supported(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\0")
-    with pytest.raises(ModelError, match=r"unsupported extension '\.onnx'; expected one of: \.pt, \.pth, \.py"):
+    with pytest.raises(ModelError, match=r"unsupported extension '\.onnx'; expected one of: \.pt, \.pth, \.pt2, \.py"):
         load_model(path)
 
 
