@@ -329,18 +329,23 @@ class TorchModuleClassifier(Classifier):
         self.module = torch.load(io.BytesIO(state["module"]), map_location=self.device, weights_only=False)
 
 
-class TorchScriptClassifier(TorchModuleClassifier):
-    """A TorchScript program, kept as its file bytes so it can be rebuilt in any process."""
+class ProgramFileClassifier(TorchModuleClassifier):
+    """A torch program kept as its file bytes: it pickles as the bytes and is rebuilt where it lands.
 
-    def __init__(self, data: bytes, description: str, device: DeviceLike = "auto", outputs: Outputs = "auto"):
-        self._data = data
-        super().__init__(_load_torchscript(data, description), device, outputs, description)
+    Compiled programs (TorchScript, exported graphs) do not pickle, and their bytes are also
+    the natural fingerprint.
+    """
+
+    _data: bytes
+
+    def _program(self) -> torch.nn.Module:
+        """The runnable module, loaded from `_data` on the CPU."""
+        raise NotImplementedError
 
     def _compute_fingerprint(self) -> str:
         return hashlib.sha256(self._data).hexdigest()
 
     def __getstate__(self) -> dict:
-        # ScriptModules do not pickle; the bytes do.
         state = self.__dict__.copy()
         del state["module"]
         state["device"] = None
@@ -349,11 +354,22 @@ class TorchScriptClassifier(TorchModuleClassifier):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.device = resolve_device(self._device_request)
-        self.module = _load_torchscript(self._data, self.description).eval().to(self.device)
+        self.module = self._program().to(self.device)
 
 
-class ExportedProgramClassifier(TorchModuleClassifier):
-    """A `torch.export` program (`.pt2`), kept as its file bytes so it can be rebuilt in any process.
+class TorchScriptClassifier(ProgramFileClassifier):
+    """A TorchScript program (`.pt`/`.pth`)."""
+
+    def __init__(self, data: bytes, description: str, device: DeviceLike = "auto", outputs: Outputs = "auto"):
+        self._data = data
+        super().__init__(_load_torchscript(data, description), device, outputs, description)
+
+    def _program(self) -> torch.nn.Module:
+        return _load_torchscript(self._data, self.description).eval()
+
+
+class ExportedProgramClassifier(ProgramFileClassifier):
+    """A `torch.export` program (`.pt2`).
 
     A program exported with a fixed batch size serves any batch: the rows go through in
     chunks of that size, the last one padded by repeating its final row (and the padding's
@@ -370,6 +386,9 @@ class ExportedProgramClassifier(TorchModuleClassifier):
         self.module = program.module().to(self.device)
         self._dtype = _float_dtype(self.module)
         self._input_shape = _exported_input_shape(program)
+
+    def _program(self) -> torch.nn.Module:
+        return _load_exported(self._data, self.description).module()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = self._input_shape
@@ -392,21 +411,6 @@ class ExportedProgramClassifier(TorchModuleClassifier):
                 part = torch.cat([part, part[-1:].expand(batch - rows, *part.shape[1:])])
             chunks.append(super()._forward(part)[:rows])
         return torch.cat(chunks)
-
-    def _compute_fingerprint(self) -> str:
-        return hashlib.sha256(self._data).hexdigest()
-
-    def __getstate__(self) -> dict:
-        # Exported graph modules do not pickle; the bytes do.
-        state = self.__dict__.copy()
-        del state["module"]
-        state["device"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.device = resolve_device(self._device_request)
-        self.module = _load_exported(self._data, self.description).module().to(self.device)
 
 
 class CallableClassifier(Classifier):
