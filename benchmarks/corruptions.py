@@ -212,8 +212,8 @@ perturbation's provenance (`describe()["deviation"]`):
   (published 2, 1, 3, 2, 2). No 8-bit rounding between the blurs. The shuffle itself is the
   reference's sequential copy chains (its tuple "swap" copies on RGB arrays), reproduced
   exactly by pointer jumping.
-- **frost**: a seeded procedural ice-crystal layer instead of the six photographs (none are
-  shipped). Published dimming offsets the added frost (levels 4-5 change an image less than
+- **frost**: seeded crops of five fixed procedural ice-crystal sheets, built once per image
+  size, instead of the photographs (none are shipped). Published dimming offsets the added frost (levels 4-5 change an image less than
   level 3), so each level is the image moved towards level 5 by frost / frost_5: frost amounts
   as published, dimming in proportion.
 - **fog**: one fractal roughness (decay) per table, the median of the published ones (2.5

@@ -1,13 +1,14 @@
 """Per-sample random draws keyed by (seed, perturbation, stream, sample id), shared across severities.
 
-Every draw is a pure function of its key and position: word `s` of element `j` of a row is
-SplitMix64's output function applied to `row_key + counter * GOLDEN_GAMMA`, where `row_key`
-mixes (seed, name, stream) with the sample id. A whole batch is therefore drawn with a
-handful of vectorised NumPy operations, with no generator to key per row, and a row's
-numbers cannot depend on the batch it came in. Normals use the ziggurat method (Marsaglia
-and Tsang 2000, as NumPy does) with one private word stream per element, so its rare
-rejections never shift another element's draws. All but about 1 normal in 4000 (the tail)
-are an integer times a table constant, so draws are the same on any CPU, bit for bit.
+Every draw is a pure function of its key and position: the word at `counter` of a row is
+SplitMix64's output function applied to `row_key + (counter + 1) * GOLDEN_GAMMA`, where
+`row_key` mixes (seed, name, kind, stream) with the sample id. A whole batch is therefore
+drawn with a handful of vectorised NumPy operations, with no generator to key per row, and
+a row's numbers cannot depend on the batch it came in. Normals use the ziggurat method
+(Marsaglia and Tsang 2000, as NumPy does) with one private word stream per element, so its
+rare rejections never shift another element's draws. All but about 1 normal in 4000 (the
+tail) are an integer times a table constant, so no vector width, thread count or chunking
+changes a bit of them; they are made on the host, so GPU runs see the same numbers.
 """
 
 from __future__ import annotations

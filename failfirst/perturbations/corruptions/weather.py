@@ -93,7 +93,7 @@ def _snow_flakes(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> tor
                                       "(ImageNet-C crops one of five photos)",
             deviation="each level is the image moved towards level 5 by frost / frost_5: frost amounts as "
                       "published, dimming in proportion (published dimming lowers the change at levels 4-5)",
-            description="Frost: the image dimmed and overlaid with a seeded procedural ice-crystal layer.")
+            description="Frost: the image dimmed and overlaid with a seeded crop of a procedural ice-crystal sheet.")
 def frost(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     table = pick(FROST, x)
     keep, amount = table["keep"][-1], table["frost"][-1]
