@@ -229,10 +229,20 @@ Array.from(document.querySelectorAll('img.frame.pixelated')).map(function (img) 
 """
 
 
+IMAGES_IN_VIEW_LOADED = """
+Array.from(document.images).filter(function (i) {
+  var box = i.getBoundingClientRect();
+  return box.width > 0 && box.bottom > 0 && box.top < window.innerHeight;
+}).every(function (i) { return i.complete; })
+"""
+
+
 def check_thumbnails_on_screen(browser: Browser, site: Path) -> int:
     """Each thumbnail in view shows its own frame of its sprite sheet: the screen's pixel at
     the centre of each frame pixel's square is that pixel. Returns how many were checked."""
-    browser.wait_for("Array.from(document.images).every(function (i) { return i.complete; })")
+    # Cards load their frames lazily: wait for the images in view (those far below may
+    # never start loading, depending on how near the browser deems them).
+    browser.wait_for(IMAGES_IN_VIEW_LOADED)
     shown = browser.evaluate(FRAMES_SHOWN)
     screen = np.asarray(Image.open(io.BytesIO(browser.screenshot())).convert("RGB"), np.int16)
     for box in shown:
