@@ -291,6 +291,24 @@ def test_each_draw_depends_only_on_its_key_and_position():
                            SampleRNG(1, "x", [5]).uniform("t", (8,)))
 
 
+def test_layers_built_from_draws_are_kept_within_a_budget(monkeypatch):
+    from failfirst.perturbations import draws
+
+    monkeypatch.setattr(draws, "DERIVED_BUDGET", 100 * 4)
+    rng = SampleRNG(0, "x", [0, 1])
+    builds = []
+
+    def build(n):
+        builds.append(n)
+        return torch.zeros(n)
+
+    small = rng.derived(("a",), lambda: build(60))
+    assert rng.derived(("a",), lambda: build(60)) is small and builds == [60]    # kept
+    rng.derived(("b",), lambda: build(60))
+    rng.derived(("b",), lambda: build(60))
+    assert builds == [60, 60, 60]        # over the budget: rebuilt each time, not held
+
+
 def test_draws_have_the_distributions_they_claim():
     from scipy import stats
 

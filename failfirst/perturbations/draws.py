@@ -27,6 +27,7 @@ MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX_2 = np.uint64(0x94D049BB133111EB)
 STEP_BITS = 24      # an element's j-th position owns counters j << STEP_BITS onwards
 CHUNK_WORDS = 1 << 15
+DERIVED_BUDGET = 256 << 20   # bytes of layers built from draws that one SampleRNG keeps
 
 
 def stable_key(*parts: object) -> int:
@@ -242,6 +243,7 @@ class SampleRNG:
             raise InputError("sample_ids must be non-negative integers")
         self.device = torch.device(device)
         self._cache: dict[tuple, torch.Tensor] = {}
+        self._derived_bytes = 0
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -265,12 +267,18 @@ class SampleRNG:
         spatter's drop masks): a sweep applies a perturbation at many severities with one
         rng, and each level then builds its layer once instead of once per severity that
         needs it. `build` must not read the batch being perturbed; `key` names everything
-        else it depends on (level, shape, dtype).
+        else it depends on (level, shape, dtype). Layers are kept up to DERIVED_BUDGET bytes
+        per rng (large images in large batches are rebuilt rather than held).
         """
         key = ("derived", *key)
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        value = build()
+        size = value.element_size() * value.numel()
+        if self._derived_bytes + size <= DERIVED_BUDGET:
+            self._cache[key] = value
+            self._derived_bytes += size
+        return value
 
     def uniform(self, stream: str, shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Uniform [0, 1) float32 draws of shape (N, *shape)."""

@@ -169,7 +169,7 @@ def spatter(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
 
 def _spatter_level(x: torch.Tensor, row: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
     intensity, mud = row[4:]
-    m = rng.derived(("spatter", row, *x.shape[-2:]), lambda: _spatter_mask(x.shape[-2:], row, rng)).to(x)
+    m = rng.derived(("spatter", row, *x.shape[-2:], x.dtype), lambda: _spatter_mask(x.shape[-2:], row, rng).to(x))
     channels = x.shape[1]
     if mud:
         return (x * (1 - m) + colour(MUD_RGB, channels, x) * m).clamp(0.0, 1.0)
