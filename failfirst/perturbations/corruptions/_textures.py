@@ -92,7 +92,6 @@ def frost_texture(rng: SampleRNG, height: int, width: int, scale: float) -> torc
     return (grey * tint.to(grey.device)).clamp(0.0, 1.0)
 
 
-
 # ImageNet-C draws each image's frost as a random crop of one of five photographs; failfirst
 # draws it from as many procedural sheets, built once per image size and process. The sheets
 # are fixed (like the photos); the seed picks the sheet and the crop.

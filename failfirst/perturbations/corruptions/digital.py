@@ -219,7 +219,7 @@ def _affine_warp(x: torch.Tensor, amount: float, rng: SampleRNG) -> torch.Tensor
         along_cols = cols[None, :] * (inverse[:, 0, axis, None] * scale)                       # (N, W)
         along_rows = rows[None, :] * (inverse[:, 1, axis, None] * scale) \
             + (inverse[:, 2, axis, None] * scale - shift)                                      # (N, H)
-        torch.add(along_cols.to(x.dtype)[:, None, :], along_rows.to(x.dtype)[:, :, None], out=grid[..., axis])
+        grid[..., axis] = along_cols.to(x.dtype)[:, None, :] + along_rows.to(x.dtype)[:, :, None]
     return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
