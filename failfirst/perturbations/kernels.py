@@ -6,6 +6,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 
 def gaussian_kernel1d(sigma: float, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -62,3 +63,17 @@ def octave_blend(x: torch.Tensor, octaves: float,
     lower = math.floor(octaves)
     base = resample(x, lower)
     return base if octaves == lower else torch.lerp(base, resample(x, lower + 1), octaves - lower)
+
+
+def down_up(x: torch.Tensor, octaves: int) -> torch.Tensor:
+    """x at 1/2**octaves of its resolution (area average), linearly resized back to its size.
+
+    Shape:
+        x (N, C, *spatial) with one spatial dim (linear) or two (bilinear); returns the same shape.
+    """
+    if octaves == 0:
+        return x
+    size = x.shape[2:]
+    small = tuple(max(1, round(s / 2**octaves)) for s in size)
+    low = F.interpolate(x, size=small, mode="area")
+    return F.interpolate(low, size=size, mode="linear" if len(size) == 1 else "bilinear", align_corners=False)

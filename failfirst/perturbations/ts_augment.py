@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from failfirst.perturbations.draws import SampleRNG
-from failfirst.perturbations.kernels import gaussian_kernel1d, octave_blend
+from failfirst.perturbations.kernels import down_up, gaussian_kernel1d, octave_blend
 from failfirst.perturbations.timeseries import series_std
 from failfirst.perturbations.registry import interp, register
 
@@ -206,14 +206,6 @@ def low_resolution(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Te
     """Average down then linearly up-sample along time; 1/8 of the resolution at severity 1."""
     # As resolution_downsample does for images: blend between whole octaves, so distortion
     # is continuous and monotone where whole sizes would jump between neighbours.
-    return octave_blend(x, interp(severity, RESOLUTION_OCTAVES), _down_up)
-
-
-def _down_up(x: torch.Tensor, octaves: int) -> torch.Tensor:
-    """x at 1/2**octaves of its time resolution (area average), linearly resized back."""
-    if octaves == 0:
-        return x
-    t = x.shape[1]
+    # down_up resamples the last dim: time, with channels moved in front of it.
     rows = x.permute(0, 2, 1)
-    low = F.interpolate(rows, size=max(1, round(t / 2**octaves)), mode="area")
-    return F.interpolate(low, size=t, mode="linear", align_corners=False).permute(0, 2, 1)
+    return octave_blend(rows, interp(severity, RESOLUTION_OCTAVES), down_up).permute(0, 2, 1)

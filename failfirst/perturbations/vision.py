@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from failfirst.perturbations.draws import SampleRNG
-from failfirst.perturbations.kernels import gaussian_blur, octave_blend
+from failfirst.perturbations.kernels import down_up, gaussian_blur, octave_blend
 from failfirst.perturbations.registry import interp, register
 
 # Severity tables: values at evenly spaced severities from 0 to 1, interpolated between.
@@ -51,14 +50,4 @@ def blur(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
 @register("vision", family="digital", params={"octaves": DOWNSAMPLE_OCTAVES})
 def resolution_downsample(x: torch.Tensor, severity: float, rng: SampleRNG) -> torch.Tensor:
     """Downsample (area average) then upsample (bilinear) back; 1/8 resolution at severity 1."""
-    return octave_blend(x, interp(severity, DOWNSAMPLE_OCTAVES), _down_up)
-
-
-def _down_up(x: torch.Tensor, octaves: int) -> torch.Tensor:
-    """x at 1/2**octaves of its resolution, resized back to its own size."""
-    if octaves == 0:
-        return x
-    h, w = x.shape[-2:]
-    small = (max(1, round(h / 2**octaves)), max(1, round(w / 2**octaves)))
-    low = F.interpolate(x, size=small, mode="area")
-    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    return octave_blend(x, interp(severity, DOWNSAMPLE_OCTAVES), down_up)
