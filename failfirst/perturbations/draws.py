@@ -137,18 +137,19 @@ def standard_normal(keys: np.ndarray, count: int) -> np.ndarray:
     inner = np.empty((len(keys), count), bool)
     pairs = np.arange((count + 1) // 2, dtype=np.uint64) << np.uint64(STEP_BITS)
     for rows in row_chunks(len(keys), count):
-        out[rows], inner[rows] = _in_layer(halves(words(keys[rows, None], pairs[None, :]))[:, :count])
+        out[rows], inner[rows], _ = _in_layer(halves(words(keys[rows, None], pairs[None, :]))[:, :count])
     redo = np.flatnonzero(~inner)
     if redo.size:
         rows, cols = np.divmod(redo, count)
         first = halves(words(keys[rows], pairs[cols // 2])[:, None])[np.arange(redo.size), cols % 2]
         counters = cols.astype(np.uint64) << np.uint64(STEP_BITS)
-        out.reshape(-1)[redo] = _outside_layer(keys[rows], counters, out.reshape(-1)[redo], first)
+        out.reshape(-1)[redo] = _outside_layer(keys[rows], counters, first)
     return out
 
 
-def _in_layer(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The signed point each 32-bit value places, and whether it lies in its layer's inner rectangle."""
+def _in_layer(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The signed point each 32-bit value places, whether it lies in its layer's inner
+    rectangle, and the layer."""
     layer = (h & np.uint32(0xFF)).astype(np.intp)
     within = h >> np.uint32(9)
     x = within.view(np.int32).astype(np.float32)
@@ -156,11 +157,11 @@ def _in_layer(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x *= np.take(ZIG_W, layer, mode="wrap")
     # Bit 8 is the sign: moved to bit 31, the float's sign bit.
     x.view(np.uint32)[...] |= (h & np.uint32(0x100)) << np.uint32(23)
-    return x, within < np.take(ZIG_K, layer, mode="wrap")
+    return x, within < np.take(ZIG_K, layer, mode="wrap"), layer
 
 
-def _outside_layer(keys: np.ndarray, counters: np.ndarray, value: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Finish the elements whose point `value` (from the 32-bit `h`) fell outside the inner rectangle.
+def _outside_layer(keys: np.ndarray, counters: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Finish the elements whose point (from the 32-bit `h`) fell outside the inner rectangle.
 
     A point in a layer's wedge is kept if a uniform height falls under the density; one in
     the base strip is replaced by a tail draw of its sign; a rejected point starts over
@@ -168,9 +169,8 @@ def _outside_layer(keys: np.ndarray, counters: np.ndarray, value: np.ndarray, h:
     """
     out = np.empty(len(keys), np.float32)
     pending = np.arange(len(keys))
-    inner = np.zeros(len(keys), bool)
     while pending.size:
-        layer = (h & np.uint32(0xFF)).astype(np.intp)
+        value, inner, layer = _in_layer(h)
         done = inner.copy()
         wedge = np.flatnonzero(~inner & (layer > 0))
         if wedge.size:
@@ -188,7 +188,6 @@ def _outside_layer(keys: np.ndarray, counters: np.ndarray, value: np.ndarray, h:
         pending, keys, counters = pending[~done], keys[~done], counters[~done]
         counters += np.uint64(1)
         h = halves(words(keys, counters)[:, None])[:, 0]
-        value, inner = _in_layer(h)
     return out
 
 
