@@ -126,7 +126,7 @@ def frost_crops(rng: SampleRNG, height: int, width: int, scale: float) -> torch.
     sheet_size, row_size = bank[0].numel(), bank.shape[-1]
     window = _window_offsets(3, height, width, bank.shape[-2], row_size, str(rng.device))
     start = sheet * sheet_size + top * row_size + left
-    return bank.reshape(-1)[start.to(rng.device).view(-1, 1) + window].view(-1, 3, height, width)
+    return bank.reshape(-1)[start.view(-1, 1) + window].view(-1, 3, height, width)
 
 
 @lru_cache(maxsize=8)
